@@ -25,6 +25,9 @@ var (
 	ErrURLExpired         = errors.New("pre-signed URL expired")     // blob 403 AuthenticationFailed
 	ErrBlobPermission     = errors.New("pre-signed URL lacks permission")
 	ErrBlob               = errors.New("blob storage error") // any other blob error
+	// ErrNotVisible: a published version did not become the visible one
+	// within PollTimeout (it is uploaded; polling again may succeed).
+	ErrNotVisible = errors.New("published version not visible in time")
 )
 
 // ProblemTypePrefix is the common prefix of the API's problem `type` URLs.
@@ -110,6 +113,8 @@ type BlobError struct {
 	Op     string // "put blob", "put block", "put block list", "get blob", "get blob properties"
 	Status int
 	Code   string // x-ms-error-code
+	// RetryAfter is the Retry-After header, if any.
+	RetryAfter string
 }
 
 func (e *BlobError) Error() string {
@@ -133,22 +138,33 @@ func (e *BlobError) Is(target error) bool {
 }
 
 // Retryable reports whether err is transient: throttling, 5xx, an expired URL
-// (renewable) or a transport failure (no HTTP answer). Context errors are not.
+// (renewable), a poll timeout or a transport failure (no HTTP answer).
+// Context errors and every other class are not.
 func Retryable(err error) bool {
-	if err == nil {
+	if err == nil || isContextError(err) {
 		return false
+	}
+	for _, c := range []error{ErrServer, ErrThrottled, ErrURLExpired, ErrNotVisible} {
+		if errors.Is(err, c) {
+			return true
+		}
+	}
+	for _, c := range []error{ErrNotFound, ErrGone, ErrInvalidPath, ErrNoUploadInProgress, ErrConflict,
+		ErrBadRequest, ErrValidation, ErrUnauthorized, ErrForbidden, ErrBlobPermission, ErrBlob, errBadResponse} {
+		if errors.Is(err, c) {
+			return false
+		}
 	}
 	var ae *APIError
 	var be *BlobError
-	switch {
-	case errors.As(err, &ae):
-		c := ae.Class()
-		return c == ErrServer || c == ErrThrottled
-	case errors.As(err, &be):
-		return be.Status == 429 || be.Status >= 500 || errors.Is(be, ErrURLExpired)
+	if errors.As(err, &ae) || errors.As(err, &be) {
+		return false
 	}
-	return !isContextError(err)
+	return true
 }
+
+// errBadResponse marks a success answer whose body could not be decoded.
+var errBadResponse = errors.New("malformed response")
 
 // Permanent reports whether err can never succeed by retrying the same call:
 // a role, path, validation or gone error.

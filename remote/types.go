@@ -194,7 +194,9 @@ type ListOptions struct {
 	Offset     int
 	Deleted    bool // true lists only soft-deleted files
 	FileName   string
-	Author     []uuid.UUID
+	Author     []uuid.UUID // created_by.id
+	ModifiedBy []uuid.UUID
+	DeletedBy  []uuid.UUID
 	CreatedAt  []TimeFilter
 	ModifiedAt []TimeFilter
 	DeletedAt  []TimeFilter
