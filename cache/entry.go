@@ -1,0 +1,578 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// persistInterval is the least time between sidecar writes triggered by
+// fetches (Release and Close always write a dirty sidecar).
+const persistInterval = 2 * time.Second
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Entry is a pinned cache entry. Safe for concurrent use.
+type Entry struct {
+	// Constant.
+	c       *Cache
+	key     Key
+	size    int64
+	name    string // file base name under content/
+	nchunks int64
+
+	fmu     sync.Mutex
+	openers int      // GUARDED_BY(fmu): pins that opened f (user pins and fetch goroutines)
+	create  bool     // GUARDED_BY(fmu): content file not created yet
+	f       *os.File // written under fmu; INVARIANT: non-nil and stable while openers > 0
+
+	pmu         sync.Mutex
+	lastPersist time.Time // GUARDED_BY(pmu)
+	destroyed   bool      // GUARDED_BY(pmu): files removed, never write them again
+
+	// GUARDED_BY(c.mu)
+	refs    int   // user pins + fetch goroutines
+	dropped bool  // out of the index; destroy when refs reaches 0
+	counted int64 // bytes of this entry included in c.bytes
+
+	mu         sync.Mutex
+	present    bitset             // GUARDED_BY(mu): chunk bytes are in f
+	verified   bitset             // GUARDED_BY(mu): present and known to match crc
+	crc        []uint32           // GUARDED_BY(mu): CRC-32C of each present chunk
+	npresent   int64              // GUARDED_BY(mu)
+	bytes      int64              // GUARDED_BY(mu): bytes of present chunks
+	inflight   map[int64]*fetchOp // GUARDED_BY(mu): chunk → fetch filling it
+	prefetches int                // GUARDED_BY(mu): prefetch ops running
+	dirty      bool               // GUARDED_BY(mu): present differs from the sidecar
+}
+
+// fetchOp is one FetchFunc call filling chunks [first, last).
+type fetchOp struct {
+	first, last int64
+	prefetch    bool
+	done        chan struct{}
+	err         error // set before done is closed
+}
+
+func newEntry(c *Cache, k Key, size int64, name string, create bool) *Entry {
+	n := (size + c.chunkSize - 1) / c.chunkSize
+	return &Entry{
+		c: c, key: k, size: size, name: name, nchunks: n, create: create,
+		present:  newBitset(n),
+		verified: newBitset(n),
+		crc:      make([]uint32, n),
+		inflight: make(map[int64]*fetchOp),
+	}
+}
+
+// Key returns the entry's key.
+func (e *Entry) Key() Key { return e.key }
+
+// Size returns the version's size.
+func (e *Entry) Size() int64 { return e.size }
+
+// Complete reports whether every byte is present.
+func (e *Entry) Complete() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.npresent == e.nchunks
+}
+
+func (e *Entry) chunkLen(i int64) int64 {
+	return min((i+1)*e.c.chunkSize, e.size) - i*e.c.chunkSize
+}
+
+// ReadAt reads into p at off, first fetching missing chunks covering the
+// range (concurrent callers share one fetch of a chunk). Returns io.EOF past
+// the end like os.File.ReadAt. A failed fetch returns its error and records nothing.
+func (e *Entry) ReadAt(ctx context.Context, p []byte, off int64, fetch FetchFunc) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("cache: negative offset %d", off)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if off >= e.size {
+		return 0, io.EOF
+	}
+	end := min(off+int64(len(p)), e.size)
+	if err := e.fill(ctx, off, end, fetch); err != nil {
+		return 0, err
+	}
+	n, err := e.f.ReadAt(p[:end-off], off)
+	if err == nil && end < off+int64(len(p)) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// Prefetch starts fetching the missing chunks of [off, off+n) in the
+// background (deduplicated with fetches in flight) and returns at once.
+// At most maxPrefetch prefetches run per entry; requests beyond are dropped.
+func (e *Entry) Prefetch(off, n int64, fetch FetchFunc) {
+	if fetch == nil || n <= 0 || off < 0 || off >= e.size {
+		return
+	}
+	end := min(off+n, e.size)
+	var ops []*fetchOp
+	e.mu.Lock()
+	e.scanLocked(off/e.c.chunkSize, (end-1)/e.c.chunkSize+1, func(first, last int64) bool {
+		if e.prefetches >= maxPrefetch {
+			return false
+		}
+		ops = append(ops, e.startLocked(first, last, true))
+		return true
+	}, nil, nil)
+	e.mu.Unlock()
+	e.launch(ops, fetch)
+}
+
+// CopyTo fetches whatever is missing and copies the whole content into dst
+// from offset 0 (dst is truncated to Size).
+func (e *Entry) CopyTo(ctx context.Context, dst *os.File, fetch FetchFunc) error {
+	if e.size > 0 {
+		if err := e.fill(ctx, 0, e.size, fetch); err != nil {
+			return err
+		}
+	}
+	if err := copyFile(dst, e.f, e.size); err != nil {
+		return fmt.Errorf("cache: copy %s: %w", e.key, err)
+	}
+	return dst.Truncate(e.size)
+}
+
+// Release unpins the entry. It must be called exactly once per Acquire.
+func (e *Entry) Release() {
+	e.close()
+	e.unpin()
+}
+
+// scanLocked walks chunks [first, last): runs of missing chunks not in
+// flight go to missing (which returns false to stop), in-flight ops go to
+// wait (once each), present but unverified chunks go to unverified.
+// LOCKS_REQUIRED(e.mu)
+func (e *Entry) scanLocked(first, last int64, missing func(first, last int64) bool, wait func(*fetchOp), unverified func(int64)) {
+	run := int64(-1)
+	var lastOp *fetchOp
+	for i := first; i <= last; i++ {
+		if i < last && !e.present.has(i) && e.inflight[i] == nil {
+			if run < 0 {
+				run = i
+			}
+			continue
+		}
+		if run >= 0 {
+			if !missing(run, i) {
+				return
+			}
+			run = -1
+		}
+		if i == last {
+			break
+		}
+		if op := e.inflight[i]; op != nil {
+			if op != lastOp && wait != nil {
+				wait(op)
+			}
+			lastOp = op
+		} else if !e.verified.has(i) && unverified != nil {
+			unverified(i)
+		}
+	}
+}
+
+// fill makes chunks covering [off, end) present and verified.
+// The caller holds a pin.
+func (e *Entry) fill(ctx context.Context, off, end int64, fetch FetchFunc) error {
+	first, last := off/e.c.chunkSize, (end-1)/e.c.chunkSize+1
+	for {
+		var started, waits []*fetchOp
+		var unverified []int64
+		e.mu.Lock()
+		e.scanLocked(first, last, func(f, l int64) bool {
+			if fetch != nil {
+				started = append(started, e.startLocked(f, l, false))
+			}
+			return true
+		}, func(op *fetchOp) { waits = append(waits, op) },
+			func(i int64) { unverified = append(unverified, i) })
+		e.mu.Unlock()
+		if started == nil && waits == nil && unverified == nil {
+			if fetch == nil && !e.rangePresent(first, last) {
+				return fmt.Errorf("cache: %s: data not present and no fetch function", e.key)
+			}
+			return nil
+		}
+		e.launch(started, fetch)
+		if len(waits) > 0 && e.c.testWaitHook != nil {
+			e.c.testWaitHook()
+		}
+		for _, i := range unverified {
+			if err := e.verify(i); err != nil {
+				return err
+			}
+		}
+		for _, op := range append(started, waits...) {
+			select {
+			case <-op.done:
+				if op.err != nil {
+					return op.err
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+}
+
+func (e *Entry) rangePresent(first, last int64) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := first; i < last; i++ {
+		if !e.present.has(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// verify checks a chunk loaded from disk against its recorded checksum; on
+// mismatch the chunk becomes missing (and is fetched by the next fill pass).
+func (e *Entry) verify(i int64) error {
+	bp := e.c.bufs.Get().(*[]byte)
+	defer e.c.bufs.Put(bp)
+	buf := (*bp)[:e.chunkLen(i)]
+	_, err := e.f.ReadAt(buf, i*e.c.chunkSize)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("cache: read %s: %w", e.key, err)
+	}
+	sum := crc32.Checksum(buf, castagnoli)
+	var delta int64
+	e.mu.Lock()
+	if e.present.has(i) && !e.verified.has(i) {
+		if err == nil && sum == e.crc[i] {
+			e.verified.set(i)
+		} else {
+			e.present.clear(i)
+			e.npresent--
+			delta = -int64(len(buf))
+			e.bytes += delta
+			e.dirty = true
+		}
+	}
+	e.mu.Unlock()
+	if delta != 0 {
+		e.c.log.WithField("key", e.key.String()).WithField("chunk", i).Warn("cache chunk failed its checksum; refetching")
+		e.c.account(e, delta)
+	}
+	return nil
+}
+
+// startLocked registers a fetch of chunks [first, last). The caller must
+// pass it to launch after unlocking e.mu. LOCKS_REQUIRED(e.mu)
+func (e *Entry) startLocked(first, last int64, prefetch bool) *fetchOp {
+	op := &fetchOp{first: first, last: last, prefetch: prefetch, done: make(chan struct{})}
+	for i := first; i < last; i++ {
+		e.inflight[i] = op
+	}
+	if prefetch {
+		e.prefetches++
+	}
+	return op
+}
+
+// launch runs ops in goroutines, each holding its own pin. The caller holds
+// a pin, so the content file is open.
+func (e *Entry) launch(ops []*fetchOp, fetch FetchFunc) {
+	if len(ops) == 0 {
+		return
+	}
+	c := e.c
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		for _, op := range ops {
+			e.record(op, ErrClosed, nil)
+			op.complete(ErrClosed)
+		}
+		return
+	}
+	e.refs += len(ops)
+	c.fetches.Add(len(ops))
+	c.mu.Unlock()
+	for _, op := range ops {
+		go e.run(op, fetch, e.open())
+	}
+}
+
+// run performs op; openErr is the result of taking its file reference
+// (which cannot fail while the launcher's pin holds the file open). Waiters
+// are woken last, after the goroutine let go of its pin, so a reader that
+// returns and releases leaves the entry truly unpinned.
+func (e *Entry) run(op *fetchOp, fetch FetchFunc, openErr error) {
+	defer e.c.fetches.Done()
+	err := openErr
+	if err == nil {
+		var crcs []uint32
+		crcs, err = e.fetch(op, fetch)
+		if err != nil {
+			e.c.log.WithError(err).WithField("key", e.key.String()).Debug("cache fetch failed")
+		}
+		if added := e.record(op, err, crcs); added > 0 {
+			e.c.account(e, added)
+			e.pmu.Lock()
+			due := time.Since(e.lastPersist) >= persistInterval
+			e.pmu.Unlock()
+			if due {
+				if err := e.persist(); err != nil {
+					e.c.log.WithError(err).Warn("cache: persist failed")
+				}
+			}
+		}
+		e.close()
+	} else {
+		e.record(op, err, nil)
+	}
+	e.unpin()
+	op.complete(err)
+}
+
+// fetch calls fn for op's range and returns the checksums of its chunks.
+func (e *Entry) fetch(op *fetchOp, fn FetchFunc) (crcs []uint32, err error) {
+	off := op.first * e.c.chunkSize
+	end := min(op.last*e.c.chunkSize, e.size)
+	w := &rangeWriter{f: e.f, lo: off, hi: end}
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("cache: fetch of %s panicked: %v", e.key, r)
+			}
+		}()
+		err = fn(e.c.ctx, w, off, end-off)
+	}()
+	w.closed.Store(true) // a fetch that returned may not write any more
+	if err != nil {
+		return nil, err
+	}
+	if got := w.n.Load(); got < end-off {
+		return nil, fmt.Errorf("cache: fetch of %s [%d,%d) wrote %d bytes", e.key, off, end, got)
+	}
+	// Checksum what actually landed in the file (from the page cache).
+	bp := e.c.bufs.Get().(*[]byte)
+	defer e.c.bufs.Put(bp)
+	for i := op.first; i < op.last; i++ {
+		buf := (*bp)[:e.chunkLen(i)]
+		if _, err := e.f.ReadAt(buf, i*e.c.chunkSize); err != nil {
+			return nil, fmt.Errorf("cache: read back %s: %w", e.key, err)
+		}
+		crcs = append(crcs, crc32.Checksum(buf, castagnoli))
+	}
+	return crcs, nil
+}
+
+// record takes op's chunks out of flight, marks them present if it
+// succeeded and returns the bytes added.
+func (e *Entry) record(op *fetchOp, err error, crcs []uint32) (added int64) {
+	e.mu.Lock()
+	for i := op.first; i < op.last; i++ {
+		delete(e.inflight, i)
+		if err == nil && !e.present.has(i) {
+			e.present.set(i)
+			e.verified.set(i)
+			e.crc[i] = crcs[i-op.first]
+			e.npresent++
+			added += e.chunkLen(i)
+		}
+	}
+	if op.prefetch {
+		e.prefetches--
+	}
+	if added > 0 {
+		e.bytes += added
+		e.dirty = true
+	}
+	e.mu.Unlock()
+	return added
+}
+
+// complete wakes op's waiters.
+func (op *fetchOp) complete(err error) {
+	op.err = err
+	close(op.done)
+}
+
+// open takes a file reference (opening the content file for the first one).
+// The caller holds a pin.
+func (e *Entry) open() error {
+	e.fmu.Lock()
+	defer e.fmu.Unlock()
+	if e.openers > 0 {
+		e.openers++
+		return nil
+	}
+	p := e.c.dataPath(e.name)
+	if e.create {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		if err := f.Truncate(e.size); err != nil {
+			f.Close()
+			os.Remove(p)
+			return err
+		}
+		e.create = false
+		e.f, e.openers = f, 1
+		return nil
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if fi.Size() != e.size { // changed behind our back: trust nothing in it
+		if err := f.Truncate(e.size); err != nil {
+			f.Close()
+			return err
+		}
+		e.mu.Lock()
+		lost := e.bytes
+		e.present, e.verified = newBitset(e.nchunks), newBitset(e.nchunks)
+		e.npresent, e.bytes, e.dirty = 0, 0, true
+		e.mu.Unlock()
+		e.c.account(e, -lost)
+	}
+	e.f, e.openers = f, 1
+	return nil
+}
+
+// close drops a file reference; the last one persists and closes the file.
+func (e *Entry) close() {
+	e.fmu.Lock()
+	defer e.fmu.Unlock()
+	e.openers--
+	if e.openers > 0 {
+		return
+	}
+	if err := e.persist(); err != nil {
+		e.c.log.WithError(err).Warn("cache: persist failed")
+	}
+	e.f.Close()
+	e.f = nil
+}
+
+// unpin drops a reference; the last one puts e under the LRU (or removes
+// its files if it was dropped meanwhile).
+func (e *Entry) unpin() {
+	c := e.c
+	var victims []*Entry
+	c.mu.Lock()
+	e.refs--
+	if e.refs == 0 {
+		if e.dropped {
+			victims = append(victims, e)
+		} else {
+			c.lru.Add(e.key, e)
+			victims = c.evictLocked()
+		}
+	}
+	c.mu.Unlock()
+	destroyAll(victims)
+}
+
+// destroy removes e's files (sidecar first, so a crash in between leaves
+// an orphan content file, which Open deletes). e is dropped and unpinned.
+func (e *Entry) destroy() {
+	e.pmu.Lock()
+	defer e.pmu.Unlock()
+	if e.destroyed {
+		return
+	}
+	e.destroyed = true
+	e.c.removeFile(e.c.metaPath(e.name))
+	e.c.removeFile(e.c.dataPath(e.name))
+}
+
+// persist writes the sidecar if present chunks changed since the last one.
+// The caller holds a file reference. See the package comment for why the
+// order snapshot → fdatasync(content) → write+fsync+rename(sidecar) makes
+// every recorded chunk durable before it is recorded.
+func (e *Entry) persist() error {
+	e.pmu.Lock()
+	defer e.pmu.Unlock()
+	e.c.mu.Lock()
+	dropped := e.dropped
+	e.c.mu.Unlock()
+	if e.destroyed || dropped {
+		return nil
+	}
+	e.mu.Lock()
+	if !e.dirty {
+		e.mu.Unlock()
+		return nil
+	}
+	b := encodeMeta(meta{key: e.key, size: e.size, chunkSize: e.c.chunkSize, present: e.present.clone(), crc: append([]uint32(nil), e.crc...)})
+	e.dirty = false
+	e.mu.Unlock()
+	err := unix.Fdatasync(int(e.f.Fd()))
+	if err == nil {
+		err = writeFileAtomic(e.c.metaPath(e.name), b)
+	}
+	if err != nil {
+		e.mu.Lock()
+		e.dirty = true
+		e.mu.Unlock()
+		return fmt.Errorf("cache: persist %s: %w", e.key, err)
+	}
+	e.lastPersist = time.Now()
+	return nil
+}
+
+// rangeWriter is the io.WriterAt handed to a FetchFunc: it only accepts
+// writes inside the fetched range, and none after the fetch returned.
+type rangeWriter struct {
+	f      *os.File
+	lo, hi int64
+	n      atomic.Int64
+	closed atomic.Bool
+}
+
+func (w *rangeWriter) WriteAt(p []byte, off int64) (int, error) {
+	if w.closed.Load() {
+		return 0, errors.New("cache: write after fetch returned")
+	}
+	if off < w.lo || off+int64(len(p)) > w.hi {
+		return 0, fmt.Errorf("cache: write [%d,%d) outside fetched range [%d,%d)", off, off+int64(len(p)), w.lo, w.hi)
+	}
+	n, err := w.f.WriteAt(p, off)
+	w.n.Add(int64(n))
+	return n, err
+}
+
+// copyFile copies [0, n) of src into dst at offset 0, in the kernel where it can.
+func copyFile(dst, src *os.File, n int64) error {
+	var roff, woff int64
+	for roff < n {
+		m, err := unix.CopyFileRange(int(src.Fd()), &roff, int(dst.Fd()), &woff, int(min(n-roff, 1<<30)), 0)
+		if err != nil || m == 0 {
+			break // unsupported here (EXDEV, ENOSYS, EINVAL...): finish in user space
+		}
+	}
+	if roff < n {
+		_, err := io.Copy(io.NewOffsetWriter(dst, woff), io.NewSectionReader(src, roff, n-roff))
+		return err
+	}
+	return nil
+}
