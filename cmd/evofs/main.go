@@ -1,0 +1,66 @@
+// Command evofs mounts a Seequent Evo File API workspace as a directory.
+//
+//	evofs mount [flags] MOUNTPOINT   mount a workspace (the embedded local service without --host)
+//	evofs serve [flags]              run the local File API service
+//	evofs status [--json] MOUNTPOINT show pending publishes of a mount
+//
+// Only this package reads flags and the environment and configures logging;
+// the libraries take explicit configuration.
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "mount":
+		err = runMount(os.Args[2:])
+	case "serve":
+		err = runServe(os.Args[2:])
+	case "status":
+		err = runStatus(os.Args[2:])
+	case "-h", "--help", "help":
+		usage()
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "evofs: unknown command %q\n", os.Args[1])
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "evofs: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage:
+  evofs mount [flags] MOUNTPOINT    mount a workspace (without --host: the embedded local service)
+  evofs serve [flags]               run the local File API service
+  evofs status [--json] MOUNTPOINT  show what a mount still has to publish
+Run "evofs <command> -h" for the flags of a command.
+`)
+}
+
+// newLogger returns a logrus entry at the named level, writing to stderr.
+func newLogger(level string) (*logrus.Entry, error) {
+	l := logrus.New()
+	l.SetOutput(os.Stderr)
+	lv, err := logrus.ParseLevel(strings.ToLower(level))
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	l.SetLevel(lv)
+	l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	return logrus.NewEntry(l), nil
+}

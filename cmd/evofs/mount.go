@@ -1,0 +1,289 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/sirupsen/logrus"
+
+	"evofs/cache"
+	"evofs/fusefs"
+	"evofs/fusefs/vfs"
+	"evofs/remote"
+	"evofs/remote/emulator"
+	"evofs/writeback"
+)
+
+// The embedded local service's workspace: fixed ids so that the local data
+// and the cache line up across runs.
+var (
+	localOrg       = uuid.MustParse("00000000-0000-4000-8000-00000000e0f5")
+	localWorkspace = uuid.MustParse("00000000-0000-4000-8000-00000000a0c1")
+)
+
+type mountFlags struct {
+	host, org, workspace, tokenFile   string
+	cacheDir, localData, logLevel     string
+	readOnly, syncClose, allowOther   bool
+	debugFuse                         bool
+	pollInterval, writeBackDelay      time.Duration
+	shutdownTimeout, attrTTL, entryTT time.Duration
+	uid, gid                          int
+	transfers                         int
+	cacheSize                         int64
+	maxDirRename                      int64
+	localPatterns                     string
+}
+
+func parseMountFlags(args []string) (*mountFlags, string, error) {
+	fl := flag.NewFlagSet("mount", flag.ExitOnError)
+	m := &mountFlags{}
+	fl.StringVar(&m.host, "host", "", "hub URL of the File API (default: the embedded local service)")
+	fl.StringVar(&m.org, "org", "", "organisation UUID")
+	fl.StringVar(&m.workspace, "workspace", "", "workspace UUID")
+	fl.StringVar(&m.tokenFile, "token-file", "", "file holding the bearer token, re-read when it is refused (default: $EVO_TOKEN)")
+	fl.StringVar(&m.cacheDir, "cache-dir", "", "cache directory (default: per org/workspace under the user's cache dir)")
+	fl.StringVar(&m.localData, "local-data", "", "data directory of the embedded local service (default: under the user's data dir)")
+	fl.StringVar(&m.logLevel, "log-level", "info", "log level (debug, info, warn, error)")
+	fl.BoolVar(&m.readOnly, "read-only", false, "mount read-only")
+	fl.BoolVar(&m.syncClose, "sync-close", false, "close() waits until the file is published")
+	fl.BoolVar(&m.allowOther, "allow-other", false, "let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)")
+	fl.BoolVar(&m.debugFuse, "debug-fuse", false, "log every FUSE request")
+	fl.DurationVar(&m.pollInterval, "poll-interval", 30*time.Second, "how often remote changes are looked for (0: never)")
+	fl.DurationVar(&m.writeBackDelay, "write-back-delay", 2*time.Second, "how long a closed file waits before it is published (temp files renamed or deleted sooner never upload)")
+	fl.DurationVar(&m.shutdownTimeout, "shutdown-timeout", time.Minute, "how long unmount waits for pending publishes (the rest resumes at the next mount)")
+	fl.DurationVar(&m.attrTTL, "attr-ttl", time.Second, "kernel attribute cache lifetime")
+	fl.DurationVar(&m.entryTT, "entry-ttl", time.Second, "kernel name cache lifetime")
+	fl.IntVar(&m.uid, "uid", os.Getuid(), "owner of every file")
+	fl.IntVar(&m.gid, "gid", os.Getgid(), "group of every file")
+	fl.IntVar(&m.transfers, "transfers", 4, "parallel publishes")
+	fl.Int64Var(&m.cacheSize, "cache-size", 10<<30, "content cache budget in bytes")
+	fl.Int64Var(&m.maxDirRename, "max-dir-rename", 1<<30, "largest folder (bytes) renamed in place; above it rename answers EXDEV and mv copies")
+	fl.StringVar(&m.localPatterns, "local-patterns", strings.Join(vfs.DefaultLocalPatterns, ","), "comma-separated name patterns of files kept local (lock, swap, backup files)")
+	fl.Usage = func() {
+		fmt.Fprintln(fl.Output(), "usage: evofs mount [flags] MOUNTPOINT")
+		fl.PrintDefaults()
+	}
+	fl.Parse(args)
+	if fl.NArg() != 1 {
+		fl.Usage()
+		return nil, "", errors.New("mount needs exactly one MOUNTPOINT")
+	}
+	return m, fl.Arg(0), nil
+}
+
+// runMount mounts a workspace and serves it until unmounted or signalled.
+func runMount(args []string) error {
+	mf, mountpoint, err := parseMountFlags(args)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(mf.logLevel)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	host, org, ws, tokens := mf.host, uuid.Nil, uuid.Nil, remote.TokenSource(nil)
+	if host == "" {
+		local, err := startEmbedded(mf, log)
+		if err != nil {
+			return err
+		}
+		defer local.close()
+		host, org, ws, tokens = local.url, localOrg, localWorkspace, remote.StaticToken(local.token)
+	} else {
+		if org, err = uuid.Parse(mf.org); err != nil {
+			return fmt.Errorf("--org must be the organisation UUID: %w", err)
+		}
+		if ws, err = uuid.Parse(mf.workspace); err != nil {
+			return fmt.Errorf("--workspace must be the workspace UUID: %w", err)
+		}
+		switch {
+		case mf.tokenFile != "":
+			tokens = remote.FileToken(mf.tokenFile)
+		case os.Getenv("EVO_TOKEN") != "":
+			tokens = remote.EnvToken()
+		default:
+			return errors.New("no token: set EVO_TOKEN or pass --token-file")
+		}
+	}
+	cacheDir := mf.cacheDir
+	if cacheDir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return fmt.Errorf("no cache dir (set --cache-dir): %w", err)
+		}
+		cacheDir = filepath.Join(base, "evofs", org.String(), ws.String())
+	}
+	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+		return err
+	}
+	client, err := remote.New(remote.Config{BaseURL: host, Org: org, Workspace: ws, Tokens: tokens, Logger: log.WithField("component", "remote")})
+	if err != nil {
+		return err
+	}
+	c, err := cache.Open(cache.Config{Dir: filepath.Join(cacheDir, "data"), MaxBytes: mf.cacheSize, Logger: log.WithField("component", "cache")})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var patterns []string
+	for _, p := range strings.Split(mf.localPatterns, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			patterns = append(patterns, p)
+		}
+	}
+	core, err := vfs.New(vfs.Config{
+		UID: uint32(mf.uid), GID: uint32(mf.gid), ReadOnly: mf.readOnly,
+		PollInterval: mf.pollInterval, LocalPatterns: patterns, MaxDirRenameBytes: mf.maxDirRename,
+		SyncClose: mf.syncClose,
+		Writeback: writeback.Config{Dir: filepath.Join(cacheDir, "journal"), Delay: mf.writeBackDelay, Transfers: mf.transfers,
+			Logger: log.WithField("component", "writeback")},
+		Logger: log.WithField("component", "vfs"),
+	}, client, c)
+	if err != nil {
+		return err
+	}
+	if err := core.Start(ctx); err != nil {
+		core.Close()
+		return err
+	}
+	server, err := fusefs.Mount(mountpoint, core, fusefs.Options{
+		AttrTimeout: mf.attrTTL, EntryTimeout: mf.entryTT, AllowOther: mf.allowOther, Debug: mf.debugFuse,
+		Logger: log.WithField("component", "fuse"),
+	})
+	if err != nil {
+		core.Close()
+		return err
+	}
+	log.WithField("mountpoint", mountpoint).WithField("host", remote.RedactURL(host)).Info("mounted; unmount with 'umount " + mountpoint + "' or Ctrl-C")
+	unmounted := make(chan struct{})
+	go func() { server.Wait(); close(unmounted) }()
+	select {
+	case <-ctx.Done():
+		log.Info("signal received: unmounting")
+		unmount(server.Unmount, log)
+		<-unmounted
+	case <-unmounted:
+		log.Info("unmounted")
+	}
+	return shutdown(core, mf.shutdownTimeout, log)
+}
+
+// unmount retries while the mount is busy (an open file, a shell in it).
+func unmount(do func() error, log *logrus.Entry) {
+	delay := 100 * time.Millisecond
+	for i := 0; ; i++ {
+		err := do()
+		if err == nil {
+			return
+		}
+		if i == 0 || i%10 == 0 {
+			log.WithError(err).Warn("unmount failed (is a program still using the mount?); retrying")
+		}
+		time.Sleep(delay) // retrying a busy unmount: there is nothing to wait on
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// shutdown publishes what is pending within the timeout and stops the core.
+// Anything left stays journaled and resumes at the next mount.
+func shutdown(core *vfs.FS, timeout time.Duration, log *logrus.Entry) error {
+	left := len(core.Queue().Status())
+	if left > 0 {
+		log.WithField("pending", left).Infof("publishing pending files (up to %s)", timeout)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	derr := core.Drain(ctx)
+	if err := core.Close(); err != nil {
+		log.WithError(err).Warn("stopping writeback")
+	}
+	if derr != nil {
+		for _, st := range core.Queue().Status() {
+			log.WithField("path", st.Path).WithField("state", st.State).WithField("last_error", st.LastError).Warn("not published yet; it resumes at the next mount with this cache dir")
+		}
+		return fmt.Errorf("unpublished files remain (kept in the cache, resumed at the next mount): %w", derr)
+	}
+	return nil
+}
+
+// embedded is the in-process local service behind a mount without --host.
+type embedded struct {
+	url, token string
+	close      func()
+}
+
+func startEmbedded(mf *mountFlags, log *logrus.Entry) (*embedded, error) {
+	dir := mf.localData
+	if dir == "" {
+		base := os.Getenv("XDG_DATA_HOME")
+		if base == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return nil, fmt.Errorf("no data dir (set --local-data): %w", err)
+			}
+			base = filepath.Join(home, ".local", "share")
+		}
+		dir = filepath.Join(base, "evofs", "local")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	var tok [16]byte
+	rand.Read(tok[:])
+	token := hex.EncodeToString(tok[:])
+	srv, err := emulator.New(emulator.Options{
+		DataDir: dir,
+		Tokens:  map[string]emulator.Grant{token: {User: emulator.LocalUser, Role: emulator.RoleOwner}},
+		Logger:  quieter(log, logrus.WarnLevel).WithField("component", "local-service"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting the embedded local service: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := serveUntil(sctx, ln, srv, log); err != nil {
+			log.WithError(err).Error("embedded local service stopped")
+		}
+	}()
+	log.WithField("data", dir).Info("using the embedded local service (no account needed)")
+	return &embedded{url: "http://" + ln.Addr().String(), token: token, close: func() {
+		cancel()
+		<-done
+		srv.Close()
+	}}, nil
+}
+
+// quieter returns a logger that logs at most at level (unless log is more verbose).
+func quieter(log *logrus.Entry, level logrus.Level) *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(log.Logger.Out)
+	l.SetFormatter(log.Logger.Formatter)
+	l.SetLevel(min(level, log.Logger.GetLevel()))
+	if log.Logger.GetLevel() >= logrus.DebugLevel {
+		l.SetLevel(log.Logger.GetLevel())
+	}
+	return logrus.NewEntry(l)
+}

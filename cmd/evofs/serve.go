@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"evofs/remote/emulator"
+)
+
+// runServe runs the local File API service until SIGINT/SIGTERM.
+func runServe(args []string) error {
+	fl := flag.NewFlagSet("serve", flag.ExitOnError)
+	addr := fl.String("addr", "127.0.0.1:8080", "listen address")
+	data := fl.String("data", "", "persist files under this directory (default: in memory)")
+	token := fl.String("token", "", "the accepted bearer token (default: any non-empty token)")
+	delay := fl.Duration("publish-delay", 0, "delay between an upload's commit and the new version becoming visible")
+	ttl := fl.Duration("url-ttl", 30*time.Minute, "lifetime of pre-signed URLs")
+	level := fl.String("log-level", "info", "log level (debug, info, warn, error)")
+	fl.Parse(args)
+	log, err := newLogger(*level)
+	if err != nil {
+		return err
+	}
+	o := emulator.Options{DataDir: *data, PublishDelay: *delay, URLTTL: *ttl, Logger: log}
+	if *token != "" {
+		o.Tokens = map[string]emulator.Grant{*token: {User: emulator.LocalUser, Role: emulator.RoleOwner}}
+	}
+	srv, err := emulator.New(o)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("evofs serve: File API at http://%s\n", ln.Addr())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serveUntil(ctx, ln, srv, log)
+}
+
+// serveUntil serves h on ln until ctx ends, then shuts down gracefully.
+func serveUntil(ctx context.Context, ln net.Listener, h http.Handler, log *logrus.Entry) error {
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.WithError(err).Warn("shutting down the service")
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

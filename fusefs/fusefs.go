@@ -1,0 +1,425 @@
+// Package fusefs is the thin FUSE adapter of evofs: it is the only package
+// that imports go-fuse. Each kernel call becomes one call on the core
+// (fusefs/vfs) and its error becomes an errno through errno(); no HTTP,
+// retries or disk I/O happen here.
+//
+// Kernel notifications (the core telling the kernel that entries or pages
+// changed) are queued and sent from one goroutine, never from inside an
+// operation, because notifying the kernel about a directory it has locked
+// for the operation in progress deadlocks.
+package fusefs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+
+	"evofs/fusefs/vfs"
+)
+
+// Options configures the mount.
+type Options struct {
+	// Attribute and entry cache lifetimes in the kernel. Remote changes are
+	// also pushed by invalidation, so these bound staleness only for misses.
+	AttrTimeout     time.Duration // default 1 s
+	EntryTimeout    time.Duration // default 1 s
+	NegativeTimeout time.Duration // default 0: new remote files show up at once
+	AllowOther      bool
+	Debug           bool // log every FUSE request
+	Logger          *logrus.Entry
+}
+
+// Mount serves core at dir. The caller unmounts with server.Unmount and
+// waits with server.Wait.
+func Mount(dir string, core *vfs.FS, o Options) (*fuse.Server, error) {
+	if o.Logger == nil {
+		l := logrus.New()
+		l.SetOutput(os.Stderr)
+		o.Logger = logrus.NewEntry(l)
+	}
+	if o.AttrTimeout == 0 {
+		o.AttrTimeout = time.Second
+	}
+	if o.EntryTimeout == 0 {
+		o.EntryTimeout = time.Second
+	}
+	m := &mount{core: core, log: o.Logger, inodes: map[uint64]*fs.Inode{}, events: make(chan event, 4096)}
+	root := &node{m: m, n: core.Root()}
+	neg := o.NegativeTimeout
+	opts := &fs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:      "evofs",
+			Name:        "evofs",
+			DirectMount: os.Geteuid() == 0,
+			AllowOther:  o.AllowOther,
+			MaxWrite:    1 << 20,
+			Debug:       o.Debug,
+		},
+		EntryTimeout:    &o.EntryTimeout,
+		AttrTimeout:     &o.AttrTimeout,
+		NegativeTimeout: &neg,
+		UID:             uint32(os.Getuid()),
+		GID:             uint32(os.Getgid()),
+	}
+	server, err := fs.Mount(dir, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mounting %s: %w", dir, err)
+	}
+	m.inodes[1] = root.EmbeddedInode()
+	go m.deliver()
+	core.SetNotifier(m)
+	go func() {
+		server.Wait()
+		close(m.stop())
+	}()
+	return server, nil
+}
+
+// mount holds what the adapter needs across nodes.
+type mount struct {
+	core *vfs.FS
+	log  *logrus.Entry
+
+	mu     sync.Mutex           // guards inodes and done
+	inodes map[uint64]*fs.Inode // known kernel inodes by number, for notifications
+	done   chan struct{}
+
+	events chan event
+}
+
+type event struct {
+	kind      int // evContent, evEntry, evDelete
+	ino, pino uint64
+	name      string
+}
+
+const (
+	evContent = iota
+	evEntry
+	evDelete
+)
+
+func (m *mount) stop() chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.done == nil {
+		m.done = make(chan struct{})
+	}
+	return m.done
+}
+
+func (m *mount) remember(in *fs.Inode) {
+	m.mu.Lock()
+	m.inodes[in.StableAttr().Ino] = in
+	m.mu.Unlock()
+}
+
+func (m *mount) inode(ino uint64) *fs.Inode {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.inodes[ino]
+}
+
+func (m *mount) post(e event) {
+	select {
+	case m.events <- e:
+	default: // the kernel caches expire on their own; never block the core
+	}
+}
+
+// InvalidateContent implements vfs.Notifier.
+func (m *mount) InvalidateContent(ino uint64) { m.post(event{kind: evContent, ino: ino}) }
+
+// InvalidateEntry implements vfs.Notifier.
+func (m *mount) InvalidateEntry(pino uint64, name string) {
+	m.post(event{kind: evEntry, pino: pino, name: name})
+}
+
+// EntryDeleted implements vfs.Notifier.
+func (m *mount) EntryDeleted(pino uint64, name string, ino uint64) {
+	m.post(event{kind: evDelete, pino: pino, name: name, ino: ino})
+}
+
+// deliver sends queued notifications to the kernel.
+func (m *mount) deliver() {
+	done := m.stop()
+	for {
+		select {
+		case <-done:
+			return
+		case e := <-m.events:
+			switch e.kind {
+			case evContent:
+				if in := m.inode(e.ino); in != nil {
+					in.NotifyContent(0, 0)
+				}
+			case evEntry:
+				if p := m.inode(e.pino); p != nil {
+					p.NotifyEntry(e.name)
+				}
+			case evDelete:
+				p := m.inode(e.pino)
+				if p == nil {
+					continue
+				}
+				if c := m.inode(e.ino); c != nil {
+					p.NotifyDelete(e.name, c)
+				} else {
+					p.NotifyEntry(e.name)
+				}
+				if ch := p.GetChild(e.name); ch != nil && ch.StableAttr().Ino == e.ino {
+					p.RmChild(e.name)
+				}
+			}
+		}
+	}
+}
+
+// node is the kernel's view of a vfs.Node.
+type node struct {
+	fs.Inode
+	m *mount
+	n *vfs.Node
+}
+
+var (
+	_ fs.NodeLookuper    = (*node)(nil)
+	_ fs.NodeGetattrer   = (*node)(nil)
+	_ fs.NodeSetattrer   = (*node)(nil)
+	_ fs.NodeReaddirer   = (*node)(nil)
+	_ fs.NodeOpener      = (*node)(nil)
+	_ fs.NodeCreater     = (*node)(nil)
+	_ fs.NodeMkdirer     = (*node)(nil)
+	_ fs.NodeRmdirer     = (*node)(nil)
+	_ fs.NodeUnlinker    = (*node)(nil)
+	_ fs.NodeRenamer     = (*node)(nil)
+	_ fs.NodeGetxattrer  = (*node)(nil)
+	_ fs.NodeSetxattrer  = (*node)(nil)
+	_ fs.NodeListxattrer = (*node)(nil)
+	_ fs.NodeStatfser    = (*node)(nil)
+)
+
+func (n *node) fill(a vfs.Attr, out *fuse.Attr) {
+	out.Ino = a.Ino
+	out.Size = uint64(a.Size)
+	out.Blocks = a.Blocks()
+	out.Blksize = 4096
+	out.Mode = a.Mode
+	out.Nlink = a.Nlink
+	out.Owner = fuse.Owner{Uid: a.UID, Gid: a.GID}
+	out.SetTimes(&a.Mtime, &a.Mtime, &a.Ctime)
+}
+
+// child wraps a core node as a kernel inode under n.
+func (n *node) child(ctx context.Context, c *vfs.Node, out *fuse.EntryOut) *fs.Inode {
+	a := n.m.core.Attr(c)
+	n.fill(a, &out.Attr)
+	mode := uint32(syscall.S_IFREG)
+	if c.IsDir() {
+		mode = syscall.S_IFDIR
+	}
+	in := n.NewInode(ctx, &node{m: n.m, n: c}, fs.StableAttr{Mode: mode, Ino: c.Ino()})
+	n.m.remember(in)
+	return in
+}
+
+// Lookup resolves a name (case-insensitively, as the service does).
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	c, err := n.m.core.Lookup(n.n, name)
+	if err != nil {
+		return nil, n.m.errno("lookup", name, err)
+	}
+	return n.child(ctx, c, out), 0
+}
+
+// Getattr reports size, times and mode.
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.fill(n.m.core.Attr(n.n), &out.Attr)
+	return 0
+}
+
+// Setattr handles truncate and mtime; mode and owner changes are accepted
+// and not persisted (the service has no such attributes).
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if size, ok := in.GetSize(); ok {
+		var h *vfs.Handle
+		if fh, ok := f.(*handle); ok {
+			h = fh.h
+		}
+		if err := n.m.core.Truncate(ctx, n.n, h, int64(size)); err != nil {
+			return n.m.errno("truncate", n.m.core.Path(n.n), err)
+		}
+	}
+	if mtime, ok := in.GetMTime(); ok {
+		n.m.core.SetMtime(n.n, mtime)
+	}
+	n.fill(n.m.core.Attr(n.n), &out.Attr)
+	return 0
+}
+
+// Readdir lists a folder.
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	ents, err := n.m.core.Readdir(n.n)
+	if err != nil {
+		return nil, n.m.errno("readdir", n.m.core.Path(n.n), err)
+	}
+	out := make([]fuse.DirEntry, len(ents))
+	for i, e := range ents {
+		mode := uint32(syscall.S_IFREG)
+		if e.Dir {
+			mode = syscall.S_IFDIR
+		}
+		out[i] = fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: mode}
+	}
+	return fs.NewListDirStream(out), 0
+}
+
+// Open opens a file.
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	h, keep, err := n.m.core.Open(ctx, n.n, int(flags))
+	if err != nil {
+		return nil, 0, n.m.errno("open", n.m.core.Path(n.n), err)
+	}
+	var ff uint32
+	if keep {
+		ff |= fuse.FOPEN_KEEP_CACHE
+	}
+	return &handle{m: n.m, h: h}, ff, 0
+}
+
+// Create makes and opens a new file.
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	c, h, err := n.m.core.Create(ctx, n.n, name, int(flags))
+	if err != nil {
+		return nil, nil, 0, n.m.errno("create", name, err)
+	}
+	return n.child(ctx, c, out), &handle{m: n.m, h: h}, 0, 0
+}
+
+// Mkdir makes a folder.
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	c, err := n.m.core.Mkdir(n.n, name)
+	if err != nil {
+		return nil, n.m.errno("mkdir", name, err)
+	}
+	return n.child(ctx, c, out), 0
+}
+
+// Rmdir removes an empty folder.
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.m.errno("rmdir", name, n.m.core.Rmdir(n.n, name))
+}
+
+// Unlink deletes a file.
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.m.errno("unlink", name, n.m.core.Unlink(ctx, n.n, name))
+}
+
+// Rename moves a file or folder.
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	return n.m.errno("rename", name, n.m.core.Rename(ctx, n.n, name, np.n, newName, flags))
+}
+
+// Getxattr serves user.evofs.file_id, user.evofs.version_id and user.evofs.state.
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, ok := n.m.core.Xattrs(n.n)[attr]
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// Setxattr is refused: the service stores no extended attributes.
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return syscall.ENOTSUP
+}
+
+// Listxattr lists the names Getxattr serves.
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var buf []byte
+	attrs := n.m.core.Xattrs(n.n)
+	for _, k := range []string{vfs.XattrFileID, vfs.XattrVersionID, vfs.XattrState, vfs.XattrStatus} {
+		if _, ok := attrs[k]; ok {
+			buf = append(append(buf, k...), 0)
+		}
+	}
+	if len(dest) < len(buf) {
+		return uint32(len(buf)), syscall.ERANGE
+	}
+	return uint32(copy(dest, buf)), 0
+}
+
+// Statfs reports the cache file system's space.
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	st, err := n.m.core.Statfs()
+	if err != nil {
+		return n.m.errno("statfs", "", err)
+	}
+	out.FromStatfsT(&st)
+	out.NameLen = 255
+	return 0
+}
+
+// handle is an open file.
+type handle struct {
+	m *mount
+	h *vfs.Handle
+}
+
+var (
+	_ fs.FileReader   = (*handle)(nil)
+	_ fs.FileWriter   = (*handle)(nil)
+	_ fs.FileFlusher  = (*handle)(nil)
+	_ fs.FileFsyncer  = (*handle)(nil)
+	_ fs.FileReleaser = (*handle)(nil)
+)
+
+func (h *handle) path() string { return h.m.core.Path(h.h.Node()) }
+
+// Read reads from the file.
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.h.Read(ctx, dest, off)
+	if err != nil {
+		return nil, h.m.errno("read", h.path(), err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Write writes to the staging copy.
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := h.h.Write(ctx, data, off)
+	if err != nil {
+		return uint32(n), h.m.errno("write", h.path(), err)
+	}
+	return uint32(n), 0
+}
+
+// Flush queues the written file for publishing (each close of a descriptor).
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	return h.m.errno("flush", h.path(), h.h.Flush(ctx))
+}
+
+// Fsync waits until the file is published.
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return h.m.errno("fsync", h.path(), h.h.Fsync(ctx))
+}
+
+// Release ends the handle.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	h.h.Release()
+	return 0
+}

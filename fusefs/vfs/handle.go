@@ -1,0 +1,545 @@
+package vfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"evofs/cache"
+	"evofs/remote"
+	"evofs/writeback"
+)
+
+// Read-ahead window bounds for sequential reads of clean content.
+const (
+	minReadAhead = 1 << 20
+	maxReadAhead = 64 << 20
+)
+
+// metaTimeout bounds a metadata call made on behalf of a kernel request.
+const metaTimeout = 2 * time.Minute
+
+// Handle is an open file. A read handle opened on clean content keeps the
+// version it opened, unless that version was replaced by our own publish.
+type Handle struct {
+	fs    *FS
+	n     *Node
+	write bool
+
+	mu       sync.Mutex // guards the fields below
+	entry    *cache.Entry
+	blob     *remote.Blob
+	nextOff  int64
+	window   int64
+	released bool
+}
+
+// Node returns the handle's node.
+func (h *Handle) Node() *Node { return h.n }
+
+// Open opens a file node. keepCache tells the kernel its cached pages are
+// still valid (the version did not change since the last open).
+func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, keepCache bool, err error) {
+	if n.dir {
+		return nil, false, ErrIsDir
+	}
+	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	trunc := flags&syscall.O_TRUNC != 0
+	if (write || trunc) && f.cfg.ReadOnly {
+		return nil, false, ErrReadOnly
+	}
+	h = &Handle{fs: f, n: n, write: write}
+	if write || trunc {
+		n.io.Lock()
+		err = f.makeLocalIO(ctx, n, trunc)
+		if err == nil && write {
+			f.mu.Lock()
+			n.writers++
+			f.mu.Unlock()
+		}
+		if err == nil && trunc && !write {
+			err = f.handOverIO(n)
+		}
+		n.io.Unlock()
+		return h, false, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n.local == nil {
+		keepCache = n.openVer == n.version
+		n.openVer = n.version
+	}
+	return h, keepCache, nil
+}
+
+// Create makes a new empty file and opens it.
+func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*Node, *Handle, error) {
+	if f.cfg.ReadOnly {
+		return nil, nil, ErrReadOnly
+	}
+	if err := remote.ValidateName(name); err != nil {
+		return nil, nil, err
+	}
+	f.mu.Lock()
+	if cur := dir.children[remote.FoldName(name)]; cur != nil {
+		f.mu.Unlock()
+		if flags&syscall.O_EXCL != 0 {
+			return nil, nil, ErrExist
+		}
+		h, _, err := f.Open(ctx, cur, flags)
+		return cur, h, err
+	}
+	if err := remote.ValidatePath(f.pathLocked(dir) + "/" + name); err != nil {
+		f.mu.Unlock()
+		return nil, nil, err
+	}
+	f.mu.Unlock()
+	file, err := f.cache.NewStaging()
+	if err != nil {
+		return nil, nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.newNodeLocked(false)
+	n.key = uuid.NewString()
+	n.local = &staging{path: file.Name(), f: file, dirty: true}
+	n.writers = 1
+	f.attachLocked(dir, name, n)
+	f.byKey[n.key] = n
+	f.claimParkedLocked(n)
+	f.gen++
+	n.touched = f.gen
+	dir.mtime = time.Now()
+	return n, &Handle{fs: f, n: n, write: true}, nil
+}
+
+// claimParkedLocked gives a new node at path P the identity of a file that
+// was renamed away from P to a local-only name (editor backup pattern), so
+// that publishing it adds a version to that file.
+func (f *FS) claimParkedLocked(n *Node) {
+	p := remote.FoldPath(f.pathLocked(n))
+	for id, m := range f.byID {
+		if m == n || remote.FoldPath(m.remotePath) != p || remote.FoldPath(f.pathLocked(m)) == p {
+			continue
+		}
+		n.fileID, n.version, n.remotePath = id, m.version, m.remotePath
+		f.byID[id] = n
+		m.fileID, m.version, m.remotePath = uuid.Nil, "", ""
+		return
+	}
+}
+
+// makeLocalIO gives n owned (writable) local content. Caller holds n.io.
+func (f *FS) makeLocalIO(ctx context.Context, n *Node, trunc bool) error {
+	f.mu.Lock()
+	loc, removed := n.local, n.removed
+	f.mu.Unlock()
+	if removed && loc == nil {
+		return ErrNotExist
+	}
+	if loc != nil {
+		if err := f.reclaimIO(n); err != nil {
+			return err
+		}
+		if trunc {
+			f.mu.Lock()
+			loc = n.local
+			f.mu.Unlock()
+			if err := loc.f.Truncate(0); err != nil {
+				return err
+			}
+			f.markWrittenLocked(n, 0, true)
+		}
+		return nil
+	}
+	file, err := f.cache.NewStaging()
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	size := n.size
+	f.mu.Unlock()
+	if !trunc && size > 0 {
+		if err := f.copyClean(ctx, n, file); err != nil {
+			file.Close()
+			os.Remove(file.Name())
+			return err
+		}
+	}
+	f.mu.Lock()
+	n.local = &staging{path: file.Name(), f: file, dirty: trunc && size > 0}
+	if trunc {
+		n.size = 0
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+// copyClean copies n's clean content (fetched through the cache) into dst.
+func (f *FS) copyClean(ctx context.Context, n *Node, dst *os.File) error {
+	f.mu.Lock()
+	key := cache.Key{FileID: n.fileID, Version: string(n.version)}
+	size := n.size
+	blob := n.blob
+	f.mu.Unlock()
+	e, err := f.cache.Acquire(key, size)
+	if err != nil {
+		return err
+	}
+	defer e.Release()
+	bctx, cancel := f.bg(24 * time.Hour)
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	return e.CopyTo(bctx, dst, f.fetcher(n, key, &blob))
+}
+
+// reclaimIO turns queued local content back into owned content: take the
+// job back if it has not started, otherwise continue on a private copy
+// (the running upload keeps reading the old file). Caller holds n.io.
+func (f *FS) reclaimIO(n *Node) error {
+	f.mu.Lock()
+	loc := n.local
+	f.mu.Unlock()
+	if loc == nil || !loc.queued {
+		return nil
+	}
+	if _, ok := f.queue.Take(n.key); ok {
+		f.mu.Lock()
+		loc.queued = false
+		f.mu.Unlock()
+		return nil
+	}
+	file, err := f.cache.NewStaging()
+	if err != nil {
+		return err
+	}
+	if err := copyFile(file, loc.f); err != nil {
+		file.Close()
+		os.Remove(file.Name())
+		return err
+	}
+	f.mu.Lock()
+	old := n.local
+	n.local = &staging{path: file.Name(), f: file}
+	f.mu.Unlock()
+	old.f.Close()
+	return nil
+}
+
+// copyFile copies src into dst from offset 0 (in-kernel where possible).
+func copyFile(dst, src *os.File) error {
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := dst.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	_, err := io.Copy(dst, src)
+	return err
+}
+
+// markWrittenLocked records a local change of n's content (takes FS.mu).
+func (f *FS) markWrittenLocked(n *Node, end int64, truncate bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n.local != nil {
+		n.local.dirty = true
+	}
+	if truncate || end > n.size {
+		n.size = end
+	}
+	n.mtime = time.Now()
+	n.ctime = n.mtime
+	n.failed = ""
+	f.gen++
+	n.touched = f.gen
+}
+
+// handOverIO hands n's dirty local content to writeback (fsync + journal).
+// Caller holds n.io. Local-only files stay local.
+func (f *FS) handOverIO(n *Node) error {
+	f.mu.Lock()
+	loc := n.local
+	if loc == nil || !loc.dirty || n.removed || f.isLocalOnly(n.name) {
+		if loc != nil && f.isLocalOnly(n.name) {
+			loc.dirty = false
+		}
+		f.mu.Unlock()
+		return nil
+	}
+	job := writeback.Job{
+		Key: n.key, Path: f.pathLocked(n), FileID: n.fileID, BaseVersion: n.version,
+		Staging: loc.path, DeleteAfter: n.deleteNext,
+	}
+	f.mu.Unlock()
+	if err := loc.f.Sync(); err != nil {
+		return fmt.Errorf("syncing staged copy of %s: %w", job.Path, err)
+	}
+	if err := f.queue.Enqueue(job); err != nil {
+		return fmt.Errorf("queueing %s for publishing: %w", job.Path, err)
+	}
+	f.mu.Lock()
+	loc.queued = true
+	loc.dirty = false
+	f.mu.Unlock()
+	return nil
+}
+
+// fetcher returns the cache fill function for version key of n. The
+// download URL comes from *blob when it names that version, else from one
+// get-by-id (kept in *blob for the next miss).
+func (f *FS) fetcher(n *Node, key cache.Key, blob **remote.Blob) cache.FetchFunc {
+	var mu sync.Mutex
+	return func(ctx context.Context, w io.WriterAt, off, length int64) error {
+		mu.Lock()
+		b := *blob
+		if b == nil || b.FileID != key.FileID || string(b.VersionID) != key.Version {
+			m, err := f.client.GetByID(ctx, key.FileID, remote.GetOptions{VersionID: remote.VersionID(key.Version), Deleted: true})
+			if err != nil {
+				mu.Unlock()
+				return err
+			}
+			b = f.client.NewBlob(m)
+			*blob = b
+			f.mu.Lock()
+			if n.fileID == key.FileID && string(n.version) == key.Version {
+				n.blob = b
+			}
+			f.mu.Unlock()
+		}
+		mu.Unlock()
+		return f.client.Download(ctx, b, w, off, length, nil)
+	}
+}
+
+// Read reads at off. Local content is read from the staging file; clean
+// content through the cache with adaptive read-ahead.
+func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
+	f, n := h.fs, h.n
+	n.io.RLock()
+	f.mu.Lock()
+	loc := n.local
+	key := cache.Key{FileID: n.fileID, Version: string(n.version)}
+	size := n.size
+	blob := n.blob
+	f.mu.Unlock()
+	if loc != nil {
+		nr, err := loc.f.ReadAt(p, off)
+		n.io.RUnlock()
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+		return nr, err
+	}
+	n.io.RUnlock()
+
+	h.mu.Lock()
+	if h.entry == nil || (h.entry.Key() != key && h.followsLocal(key)) {
+		if key.FileID == uuid.Nil {
+			h.mu.Unlock()
+			return 0, nil // an empty file that was never published
+		}
+		e, err := f.cache.Acquire(key, size)
+		if err != nil {
+			h.mu.Unlock()
+			return 0, err
+		}
+		if h.entry != nil {
+			h.entry.Release()
+		}
+		h.entry, h.blob, h.window = e, blob, 0
+	}
+	e := h.entry
+	ekey := e.Key()
+	fetch := f.fetcher(n, ekey, &h.blob)
+	sequential := off == h.nextOff
+	if sequential {
+		h.window = min(max(2*h.window, minReadAhead), maxReadAhead)
+	} else {
+		h.window = 0
+	}
+	window := h.window
+	h.nextOff = off + int64(len(p))
+	h.mu.Unlock()
+
+	bctx, cancel := f.bg(metaTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	nr, err := e.ReadAt(bctx, p, off, fetch)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	if err == nil && window > 0 && off+int64(nr) < e.Size() {
+		e.Prefetch(off+int64(nr), window, fetch)
+	}
+	return nr, err
+}
+
+// followsLocal reports whether a handle should move to version key: only
+// when our own publish produced it (a remote change keeps the opened version).
+func (h *Handle) followsLocal(key cache.Key) bool {
+	h.fs.mu.Lock()
+	defer h.fs.mu.Unlock()
+	return h.n.openVer == remote.VersionID(key.Version)
+}
+
+// Write writes p at off into the staging copy.
+func (h *Handle) Write(ctx context.Context, p []byte, off int64) (int, error) {
+	if !h.write {
+		return 0, syscall.EBADF
+	}
+	f, n := h.fs, h.n
+	n.io.Lock()
+	defer n.io.Unlock()
+	if err := f.makeLocalIO(ctx, n, false); err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	loc := n.local
+	f.mu.Unlock()
+	nw, err := loc.f.WriteAt(p, off)
+	if nw > 0 {
+		f.markWrittenLocked(n, off+int64(nw), false)
+	}
+	return nw, err
+}
+
+// Truncate sets the size of n (h may be nil for a path truncate).
+func (f *FS) Truncate(ctx context.Context, n *Node, h *Handle, size int64) error {
+	if n.dir {
+		return ErrIsDir
+	}
+	if f.cfg.ReadOnly {
+		return ErrReadOnly
+	}
+	n.io.Lock()
+	defer n.io.Unlock()
+	if err := f.makeLocalIO(ctx, n, size == 0); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	loc := n.local
+	writers := n.writers
+	f.mu.Unlock()
+	if err := loc.f.Truncate(size); err != nil {
+		return err
+	}
+	f.markWrittenLocked(n, size, true)
+	if writers == 0 {
+		return f.handOverIO(n) // no close will follow
+	}
+	return nil
+}
+
+// SetMtime records a new modification time (kept locally only).
+func (f *FS) SetMtime(n *Node, t time.Time) {
+	f.mu.Lock()
+	n.mtime = t
+	f.mu.Unlock()
+}
+
+// Flush runs on every close of a descriptor: dirty content is handed to
+// writeback. It may run several times per handle.
+func (h *Handle) Flush(ctx context.Context) error {
+	if !h.write {
+		return nil
+	}
+	f, n := h.fs, h.n
+	n.io.Lock()
+	err := f.handOverIO(n)
+	n.io.Unlock()
+	if err != nil {
+		f.log.WithError(err).WithField("path", f.Path(n)).Error("close: cannot queue the file for publishing; it stays in the local cache")
+		return err
+	}
+	if f.cfg.SyncClose {
+		return h.waitPublished(ctx)
+	}
+	return nil
+}
+
+// Fsync blocks until the file's content is published.
+func (h *Handle) Fsync(ctx context.Context) error {
+	if !h.write {
+		return nil
+	}
+	if err := h.Flush(ctx); err != nil {
+		return err
+	}
+	return h.waitPublished(ctx)
+}
+
+func (h *Handle) waitPublished(ctx context.Context) error {
+	f, n := h.fs, h.n
+	f.mu.Lock()
+	key, local := n.key, f.isLocalOnly(n.name)
+	f.mu.Unlock()
+	if local {
+		return nil
+	}
+	if err := f.queue.Wait(ctx, key); err != nil {
+		f.log.WithError(err).WithField("path", f.Path(n)).Error("publish failed; the data stays in the local cache")
+		return err
+	}
+	return nil
+}
+
+// Release is the last close of a handle.
+func (h *Handle) Release() {
+	h.mu.Lock()
+	if h.released {
+		h.mu.Unlock()
+		return
+	}
+	h.released = true
+	if h.entry != nil {
+		h.entry.Release()
+		h.entry = nil
+	}
+	h.mu.Unlock()
+	if !h.write {
+		return
+	}
+	f, n := h.fs, h.n
+	n.io.Lock()
+	defer n.io.Unlock()
+	if err := f.handOverIO(n); err != nil {
+		f.log.WithError(err).WithField("path", f.Path(n)).Error("release: cannot queue the file for publishing; it stays in the local cache")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n.writers--
+	if n.writers > 0 || n.local == nil {
+		return
+	}
+	loc := n.local
+	switch {
+	case n.removed:
+		loc.f.Close()
+		if !loc.queued {
+			os.Remove(loc.path)
+		}
+		n.local = nil
+	case loc.dirty || f.isLocalOnly(n.name):
+		// keep: failed to queue, or local-only content
+	case !loc.queued && n.fileID != uuid.Nil:
+		// opened for writing but never written: the cache has the bytes
+		loc.f.Close()
+		os.Remove(loc.path)
+		n.local = nil
+	case loc.queued:
+		if _, pending := f.queue.Pending(n.key); !pending {
+			// published while we still had it open
+			f.dropLocalLocked(n)
+		}
+	}
+}

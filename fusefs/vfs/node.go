@@ -1,0 +1,271 @@
+package vfs
+
+import (
+	"encoding/json"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"evofs/cache"
+	"evofs/remote"
+	"evofs/writeback"
+)
+
+// Node is a file or folder of the mount. ino and dir never change; every
+// other field is guarded by FS.mu, except that local.f's bytes are guarded by io.
+type Node struct {
+	ino uint64
+	dir bool
+	io  sync.RWMutex // content I/O vs staging swaps; taken before FS.mu
+
+	parent      *Node
+	name        string           // display name (case preserved)
+	children    map[string]*Node // folders: by folded name
+	explicitDir bool             // made by mkdir (kept while the mount lives)
+	removed     bool             // unlinked/replaced; open handles may still use it
+
+	key        string    // writeback key; the file id for listed files, a fresh uuid for new ones
+	fileID     uuid.UUID // remote identity; Nil until first published
+	version    remote.VersionID
+	remotePath string // where fileID lives on the service ("" if unpublished)
+	etag       string
+	blob       *remote.Blob // download handle for (fileID, version); nil until needed
+	size       int64
+	mtime      time.Time
+	ctime      time.Time
+
+	local      *staging // non-nil while the content is local
+	writers    int      // open writable handles
+	openVer    remote.VersionID
+	deleteNext uuid.UUID // a file to delete once this node's next publish lands (renamed-away identity)
+	touched    uint64    // FS.gen of the last local change (guards against stale listings)
+	failed     string    // last permanent publish failure, for status
+}
+
+// staging is a node's local content.
+type staging struct {
+	path   string
+	f      *os.File // open read-write while the node is local
+	queued bool     // handed to writeback; a write must take it back first
+	dirty  bool     // changed since last handed to writeback
+}
+
+// Ino is the node's inode number, stable while mounted.
+func (n *Node) Ino() uint64 { return n.ino }
+
+// IsDir reports whether the node is a folder.
+func (n *Node) IsDir() bool { return n.dir }
+
+// Attr is what stat shows.
+type Attr struct {
+	Ino   uint64
+	Size  int64
+	Mode  uint32 // including the file type bits
+	Mtime time.Time
+	Ctime time.Time
+	UID   uint32
+	GID   uint32
+	Nlink uint32
+}
+
+// Blocks is st_blocks (512-byte units).
+func (a Attr) Blocks() uint64 { return uint64((a.Size + 511) / 512) }
+
+// Attr returns the node's attributes.
+func (f *FS) Attr(n *Node) Attr {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.attrLocked(n)
+}
+
+func (f *FS) attrLocked(n *Node) Attr {
+	a := Attr{Ino: n.ino, Size: n.size, Mtime: n.mtime, Ctime: n.ctime, UID: f.cfg.UID, GID: f.cfg.GID, Nlink: 1}
+	if n.dir {
+		a.Mode = syscall.S_IFDIR | 0o755
+		a.Nlink = 2
+		a.Size = 4096
+	} else {
+		a.Mode = syscall.S_IFREG | 0o644
+	}
+	if f.cfg.ReadOnly {
+		a.Mode &^= 0o222
+	}
+	return a
+}
+
+// pathLocked is the node's workspace path, "A/B/c" ("" for the root).
+func (f *FS) pathLocked(n *Node) string {
+	var segs []string
+	for m := n; m != nil && m != f.root; m = m.parent {
+		segs = append(segs, m.name)
+	}
+	for i, j := 0, len(segs)-1; i < j; i, j = i+1, j-1 {
+		segs[i], segs[j] = segs[j], segs[i]
+	}
+	return strings.Join(segs, "/")
+}
+
+// Path returns the node's workspace path.
+func (f *FS) Path(n *Node) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pathLocked(n)
+}
+
+func (f *FS) newNodeLocked(dir bool) *Node {
+	n := &Node{ino: f.nextIno, dir: dir}
+	f.nextIno++
+	if dir {
+		n.children = map[string]*Node{}
+	}
+	now := time.Now()
+	n.mtime, n.ctime = now, now
+	return n
+}
+
+// attachLocked links child under parent by name.
+func (f *FS) attachLocked(parent *Node, name string, child *Node) {
+	child.parent = parent
+	child.name = name
+	parent.children[remote.FoldName(name)] = child
+}
+
+// detachLocked unlinks n from its parent.
+func (f *FS) detachLocked(n *Node) {
+	if n.parent != nil {
+		if cur := n.parent.children[remote.FoldName(n.name)]; cur == n {
+			delete(n.parent.children, remote.FoldName(n.name))
+		}
+	}
+	n.parent = nil
+}
+
+// forgetLocked drops a removed file node's indexes.
+func (f *FS) forgetLocked(n *Node) {
+	n.removed = true
+	if n.fileID != uuid.Nil && f.byID[n.fileID] == n {
+		delete(f.byID, n.fileID)
+	}
+	if f.byKey[n.key] == n {
+		delete(f.byKey, n.key)
+	}
+}
+
+// pruneLocked removes implicit folders left empty, walking up from dir.
+func (f *FS) pruneLocked(dir *Node) {
+	for d := dir; d != nil && d != f.root && !d.explicitDir && len(d.children) == 0; {
+		p := d.parent
+		f.detachLocked(d)
+		d.removed = true
+		if p != nil {
+			f.notifier().EntryDeleted(p.ino, d.name, d.ino)
+		}
+		d = p
+	}
+}
+
+// mkdirAllLocked returns the folder at segs, creating implicit ones.
+func (f *FS) mkdirAllLocked(segs []string) *Node {
+	d := f.root
+	for _, s := range segs {
+		c := d.children[remote.FoldName(s)]
+		if c == nil || !c.dir {
+			if c != nil { // a file where a folder must be: the listing wins for folders
+				f.detachLocked(c)
+			}
+			c = f.newNodeLocked(true)
+			f.attachLocked(d, s, c)
+		}
+		d = c
+	}
+	return d
+}
+
+// Lookup finds name in dir, case-insensitively.
+func (f *FS) Lookup(dir *Node, name string) (*Node, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !dir.dir {
+		return nil, ErrNotDir
+	}
+	c := dir.children[remote.FoldName(name)]
+	if c == nil {
+		return nil, ErrNotExist
+	}
+	return c, nil
+}
+
+// DirEntry is one readdir row.
+type DirEntry struct {
+	Name string
+	Ino  uint64
+	Dir  bool
+}
+
+// Readdir lists a folder, sorted by name.
+func (f *FS) Readdir(dir *Node) ([]DirEntry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !dir.dir {
+		return nil, ErrNotDir
+	}
+	out := make([]DirEntry, 0, len(dir.children))
+	for _, c := range dir.children {
+		out = append(out, DirEntry{Name: c.name, Ino: c.ino, Dir: c.dir})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Xattr names the core serves.
+const (
+	XattrFileID    = "user.evofs.file_id"
+	XattrVersionID = "user.evofs.version_id"
+	XattrState     = "user.evofs.state"
+	XattrStatus    = "user.evofs.status" // on the root: the mount's Status as JSON
+)
+
+// Status is what `evofs status` shows.
+type Status struct {
+	Jobs  []writeback.JobStatus `json:"jobs"`
+	Cache cache.Usage           `json:"cache"`
+}
+
+// Xattrs returns the node's extended attributes.
+func (f *FS) Xattrs(n *Node) map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n == f.root {
+		b, _ := json.Marshal(Status{Jobs: f.queue.Status(), Cache: f.cache.Usage()})
+		return map[string]string{XattrStatus: string(b)}
+	}
+	if n.dir {
+		return nil
+	}
+	out := map[string]string{}
+	if n.fileID != uuid.Nil {
+		out[XattrFileID] = n.fileID.String()
+		out[XattrVersionID] = string(n.version)
+	}
+	out[XattrState] = f.stateLocked(n)
+	return out
+}
+
+// stateLocked is pending/uploading/published/failed/local.
+func (f *FS) stateLocked(n *Node) string {
+	if n.local != nil && f.isLocalOnly(n.name) {
+		return "local"
+	}
+	if n.local != nil {
+		if st, ok := f.queue.Pending(n.key); ok {
+			return string(st.State)
+		}
+		return "pending"
+	}
+	return "published"
+}

@@ -1,0 +1,267 @@
+package vfs
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+
+	"evofs/remote"
+	"evofs/writeback"
+)
+
+// insertRemoteLocked adds or refreshes the node of a listed file. It returns
+// the node, or nil when local state takes precedence.
+func (f *FS) insertRemoteLocked(m *remote.FileMeta) *Node {
+	full := m.FullPath()
+	if n := f.byID[m.FileID]; n != nil {
+		if n.local != nil || remote.FoldPath(n.remotePath) != remote.FoldPath(full) {
+			return n // local edits or a local rename win until published
+		}
+		if n.version != m.VersionID {
+			f.setRemoteLocked(n, m)
+			f.notifier().InvalidateContent(n.ino)
+			if n.parent != nil {
+				f.notifier().InvalidateEntry(n.parent.ino, n.name)
+			}
+		}
+		return n
+	}
+	segs := splitPath(full)
+	if len(segs) == 0 {
+		return nil
+	}
+	dir := f.mkdirAllLocked(segs[:len(segs)-1])
+	name := segs[len(segs)-1]
+	if cur := dir.children[remote.FoldName(name)]; cur != nil {
+		switch {
+		case cur.dir:
+			return nil // a local folder occupies the name; keep it
+		case cur.local != nil || cur.touched > 0 && cur.fileID == uuid.Nil:
+			return nil // our own unpublished file; its publish will land here
+		default: // the remote file was replaced by another one
+			f.detachLocked(cur)
+			f.forgetLocked(cur)
+			f.notifier().EntryDeleted(dir.ino, cur.name, cur.ino)
+		}
+	}
+	n := f.newNodeLocked(false)
+	n.key = m.FileID.String()
+	f.attachLocked(dir, name, n)
+	f.setRemoteLocked(n, m)
+	f.byKey[n.key] = n
+	f.notifier().InvalidateEntry(dir.ino, name)
+	return n
+}
+
+// setRemoteLocked makes n describe the clean remote version m.
+func (f *FS) setRemoteLocked(n *Node, m *remote.FileMeta) {
+	if n.fileID != m.FileID && n.fileID != uuid.Nil && f.byID[n.fileID] == n {
+		delete(f.byID, n.fileID)
+	}
+	n.fileID = m.FileID
+	f.byID[m.FileID] = n
+	n.version = m.VersionID
+	n.remotePath = m.FullPath()
+	n.size = m.Size
+	n.etag = m.ETag
+	n.mtime = m.ModifiedAt.Time
+	n.ctime = m.ModifiedAt.Time
+	if n.mtime.IsZero() {
+		n.mtime = m.CreatedAt.Time
+		n.ctime = n.mtime
+	}
+	n.blob = nil
+	if m.Download != "" {
+		n.blob = f.client.NewBlob(m)
+	}
+}
+
+// overlayJobLocked shows a journaled, still pending publish in the tree.
+func (f *FS) overlayJobLocked(st writeback.JobStatus) {
+	fi, err := os.Stat(st.Staging)
+	if err != nil {
+		f.log.WithField("path", st.Path).WithError(err).Warn("pending publish has no staging file")
+		return
+	}
+	var n *Node
+	if st.FileID != uuid.Nil {
+		n = f.byID[st.FileID]
+	}
+	if n == nil {
+		segs := splitPath(st.Path)
+		if len(segs) == 0 {
+			return
+		}
+		dir := f.mkdirAllLocked(segs[:len(segs)-1])
+		name := segs[len(segs)-1]
+		if cur := dir.children[remote.FoldName(name)]; cur != nil && !cur.dir {
+			n = cur
+		} else if cur == nil {
+			n = f.newNodeLocked(false)
+			f.attachLocked(dir, name, n)
+		} else {
+			return
+		}
+	}
+	if n.key != "" && f.byKey[n.key] == n {
+		delete(f.byKey, n.key)
+	}
+	n.key = st.Key
+	f.byKey[n.key] = n
+	file, err := os.OpenFile(st.Staging, os.O_RDWR, 0)
+	if err != nil {
+		f.log.WithField("path", st.Path).WithError(err).Warn("cannot open pending staging file")
+		return
+	}
+	n.local = &staging{path: st.Staging, f: file, queued: true}
+	n.size = fi.Size()
+	n.mtime = fi.ModTime()
+	n.touched = f.gen
+	f.log.WithField("path", st.Path).Info("resuming pending publish")
+}
+
+// onPublished is writeback's completion callback.
+func (f *FS) onPublished(r writeback.Result) {
+	f.mu.Lock()
+	n := f.byKey[r.Job.Key]
+	f.mu.Unlock()
+	log := f.log.WithField("path", r.Job.Path).WithField("file_id", r.Meta.FileID).WithField("version", r.Meta.VersionID)
+	if r.ConflictPath != "" {
+		log.WithField("conflict_copy", r.ConflictPath).Warn("file changed on the service meanwhile; published ours as a conflict copy")
+	} else {
+		log.Info("published")
+	}
+	if n == nil {
+		f.kickPoll()
+		return
+	}
+	n.io.Lock()
+	defer n.io.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n.removed {
+		return
+	}
+	f.gen++
+	n.touched = f.gen
+	if r.ConflictPath != "" {
+		// Our bytes live on in the conflict copy; the node shows the service's
+		// version again once the poller has fetched it.
+		if n.local != nil && n.local.path == r.Job.Staging && !n.local.dirty && n.writers == 0 {
+			f.dropLocalLocked(n)
+			n.version = "" // unknown: the next listing refreshes it
+			n.blob = nil
+		}
+		f.kickPoll()
+		return
+	}
+	if n.fileID != r.Meta.FileID && n.fileID != uuid.Nil && f.byID[n.fileID] == n {
+		delete(f.byID, n.fileID)
+	}
+	n.fileID = r.Meta.FileID
+	f.byID[n.fileID] = n
+	n.version = r.Meta.VersionID
+	n.remotePath = r.Meta.FullPath()
+	n.etag = r.Meta.ETag
+	if n.deleteNext == r.Job.DeleteAfter {
+		n.deleteNext = uuid.Nil
+	}
+	if n.local != nil && n.local.path == r.Job.Staging && !n.local.dirty && n.writers == 0 {
+		f.dropLocalLocked(n)
+		n.size = r.Meta.Size
+		n.blob = nil
+		if r.Meta.Download != "" {
+			n.blob = f.client.NewBlob(r.Meta)
+		}
+	}
+	n.openVer = n.version // the kernel's pages already hold these bytes
+}
+
+// dropLocalLocked closes a node's staging file (writeback owns its removal).
+func (f *FS) dropLocalLocked(n *Node) {
+	if n.local == nil {
+		return
+	}
+	if n.local.f != nil {
+		n.local.f.Close()
+	}
+	n.local = nil
+}
+
+func (f *FS) kickPoll() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// pollLoop refreshes the namespace every PollInterval.
+func (f *FS) pollLoop() {
+	defer f.pollWG.Done()
+	t := time.NewTicker(f.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-t.C:
+		case <-f.kick:
+		}
+		if err := f.Refresh(f.ctx); err != nil && f.ctx.Err() == nil {
+			f.log.WithError(err).Warn("refreshing the listing failed; will retry")
+		}
+	}
+}
+
+// Refresh lists the workspace and merges it into the tree: new and changed
+// files appear, files deleted on the service disappear (unless they have
+// local changes or changed locally after the listing began).
+func (f *FS) Refresh(ctx context.Context) error {
+	f.mu.Lock()
+	startGen := f.gen
+	f.mu.Unlock()
+	files, err := f.client.ListAll(ctx, remote.ListOptions{})
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	seen := make(map[uuid.UUID]bool, len(files))
+	for i := range files {
+		seen[files[i].FileID] = true
+		if n := f.byID[files[i].FileID]; n != nil && n.touched > startGen {
+			continue // changed locally while listing; the listing may predate it
+		}
+		f.insertRemoteLocked(&files[i])
+	}
+	for id, n := range f.byID {
+		if seen[id] || n.local != nil || n.touched > startGen || n.removed {
+			continue
+		}
+		if remote.FoldPath(n.remotePath) != remote.FoldPath(f.pathLocked(n)) {
+			continue // parked under a local-only name; its fate is decided locally
+		}
+		parent := n.parent
+		f.detachLocked(n)
+		f.forgetLocked(n)
+		if parent != nil {
+			f.notifier().EntryDeleted(parent.ino, n.name, n.ino)
+			f.pruneLocked(parent)
+		}
+	}
+	return nil
+}
+
+// Stat snapshot of the core, for status.
+type Stat struct {
+	Jobs []writeback.JobStatus
+}
+
+// bg returns a context for remote calls made on behalf of a kernel request:
+// bounded, and detached from the request's own cancellation (any signal to
+// the caller cancels that one).
+func (f *FS) bg(timeout time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(f.ctx, timeout)
+}
