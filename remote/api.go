@@ -209,6 +209,7 @@ func (c *Client) send(ctx context.Context, hc *http.Client, call apiCall, u *url
 	if call.method == http.MethodPut || call.method == http.MethodDelete {
 		// An explicit, empty identity body makes net/http send
 		// "Content-Length: 0" for DELETE too (it always does for PUT).
+		req.Body, req.GetBody = http.NoBody, func() (io.ReadCloser, error) { return http.NoBody, nil }
 		req.ContentLength = 0
 		req.TransferEncoding = []string{"identity"}
 	}
