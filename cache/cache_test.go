@@ -2,11 +2,13 @@ package cache
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,17 +174,12 @@ func TestSparseReadsFetchOnlyNeededChunks(t *testing.T) {
 	want := [][2]int64{{3 * testChunk, testChunk}, {6 * testChunk, testChunk},
 		{4 * testChunk, 2 * testChunk}, {7 * testChunk, 2 * testChunk}, {20 * testChunk, 100}}
 	got := src.callList()
-	if len(got) != len(want) {
-		t.Fatalf("fetches %v, want %v", got, want)
-	}
 	// The two runs of one read are fetched concurrently, in either order.
-	if got[2] != want[2] {
+	if len(got) == len(want) && got[2] != want[2] {
 		got[2], got[3] = got[3], got[2]
 	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("fetches %v, want %v", got, want)
-		}
+	if !slices.Equal(got, want) {
+		t.Fatalf("fetches %v, want %v", got, want)
 	}
 	if u := c.Usage(); u.Bytes != 6*testChunk+100 {
 		t.Fatalf("usage %d, want %d", u.Bytes, 6*testChunk+100)
@@ -719,10 +716,11 @@ func TestPrefetch(t *testing.T) {
 	if err := <-res; err != nil {
 		t.Fatal(err)
 	}
-	want := [][2]int64{{0, 2 * testChunk}, {2 * testChunk, testChunk}}
+	want := [][2]int64{{0, 2 * testChunk}, {2 * testChunk, testChunk}, {10 * testChunk, testChunk}, {12 * testChunk, testChunk}}
 	got := src.callList()
-	if len(got) != maxPrefetch || got[0] != want[0] || got[1] != want[1] {
-		t.Fatalf("fetches %v", got)
+	slices.SortFunc(got, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+	if !slices.Equal(got, want) {
+		t.Fatalf("fetches %v, want %v", got, want)
 	}
 	waitFor(t, "prefetches to land", func() bool { return c.Usage().Bytes == int64(maxPrefetch+1)*testChunk })
 	checkRead(t, e, 9, 0, 3*testChunk, noFetch(t))
