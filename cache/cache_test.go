@@ -1,12 +1,16 @@
 package cache
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -727,5 +731,57 @@ func TestPrefetch(t *testing.T) {
 	// Nothing more was started behind our back.
 	if n := src.ncalls(); n != maxPrefetch {
 		t.Fatalf("%d fetches", n)
+	}
+}
+
+// TestKill9Recovery fills a cache in a child process, kills it with SIGKILL
+// in the middle of its work and checks that whatever the reopened cache
+// believes present reads back exactly.
+func TestKill9Recovery(t *testing.T) {
+	const size = 16*testChunk + 3
+	const nkeys = 4
+	if dir := os.Getenv("EVOFS_CACHE_KILL_CHILD"); dir != "" {
+		c, err := Open(Config{Dir: dir, ChunkSize: testChunk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(7, 7))
+		for round := 0; ; round++ {
+			i := round % nkeys
+			e := acquire(t, c, key(i), size)
+			src := &source{seed: int64(i)}
+			off := rng.Int64N(size)
+			checkRead(t, e, int64(i), off, rng.Int64N(3*testChunk)+1, src.fetch)
+			e.Release()
+			fmt.Println("progress", round)
+		}
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9Recovery$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "EVOFS_CACHE_KILL_CHILD="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	for n := 0; n < 40 && sc.Scan(); {
+		if strings.HasPrefix(sc.Text(), "progress") {
+			n++
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	c := openCache(t, dir, 1<<30)
+	if c.Usage().Bytes == 0 {
+		t.Fatal("nothing survived the kill")
+	}
+	for i := range nkeys {
+		e := acquire(t, c, key(i), size)
+		checkRead(t, e, int64(i), 0, size, (&source{seed: int64(i)}).fetch)
+		e.Release()
 	}
 }
