@@ -6,11 +6,50 @@
 // backoff for as long as the queue lives; a restart with the same Dir
 // resumes every journaled job. The package never calls back into fusefs
 // except through Config.OnPublished, and never while holding its lock.
+//
+// # Jobs of a key
+//
+// Each key has a short FIFO of jobs (oldest first). Only the head may run.
+// A new Enqueue replaces the tail if that one has not started (no upload
+// ticket yet, or failed); otherwise it queues behind it, and when the one
+// ahead publishes, the one behind is re-based on the file and version it
+// produced. A job that has registered a version (has a ticket) is never
+// replaced: it is resumed, so its version is never mistaken for someone
+// else's edit.
+//
+// # Conflicts
+//
+// Publishing by id first checks the file's latest version. If it is not
+// Job.BaseVersion the file moved on remotely: the content is published by
+// path beside it as "NAME (conflict YYYY-MM-DD hhmmss).EXT", time in UTC,
+// and the original is left untouched. A file deleted remotely is published
+// again by path as a new file.
+//
+// # Errors
+//
+// remote.Retryable failures retry forever (RetryMin doubling to RetryMax,
+// jittered); the job stays pending with Tries and LastError visible. Any
+// other failure (except the queue's own cancellation) marks the job failed:
+// it keeps its record and staging file and is not retried until a new
+// Enqueue of its key replaces it. Wait and Drain report it as a *JobError.
+//
+// # Locks
+//
+// Lock order: Queue.enqMu → job.wmu → Queue.mu. Queue.mu guards all in-memory
+// state and is never held across I/O (network, journal writes, callbacks).
+// job.wmu serialises the journal writes of one job so that the last write is
+// always the newest snapshot, and a removed record is never resurrected.
+// enqMu makes journal order (Seq) equal install order across Enqueues.
 package writeback
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"os"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -95,42 +134,339 @@ type Config struct {
 	Logger      *logrus.Entry
 }
 
+// ErrClosed is returned by Enqueue after Close.
+var ErrClosed = errors.New("writeback: queue closed")
+
+// JobError is a failed job's error, as returned by Wait and listed by Drain.
+// It unwraps to the cause (e.g. remote.ErrForbidden).
+type JobError struct {
+	Key  string
+	Path string
+	Err  error
+}
+
+func (e *JobError) Error() string {
+	return fmt.Sprintf("writeback of %q failed: %v", e.Path, e.Err)
+}
+
+func (e *JobError) Unwrap() error { return e.Err }
+
 // Queue is safe for concurrent use.
-type Queue struct{}
+type Queue struct {
+	// Immutable after New.
+	cfg    Config
+	pub    Publisher
+	log    *logrus.Entry
+	ctx    context.Context // the queue's own; cancelled by Close
+	cancel context.CancelFunc
+	wake   chan struct{} // cap 1: nudges the scheduler
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	enqMu sync.Mutex // serialises Enqueue; see the package comment
+
+	mu       sync.Mutex
+	keys     map[string][]*job // guarded by mu; oldest first, only [0] may be active; never empty slices
+	running  int               // guarded by mu; active jobs
+	seq      uint64            // guarded by mu; last Seq handed out
+	draining int               // guarded by mu; Drain calls in progress (new jobs are due at once)
+	closed   bool              // guarded by mu
+	changed  chan struct{}     // guarded by mu; closed and replaced on every change (waiters)
+}
 
 // New loads the journal in cfg.Dir and starts the workers; journaled jobs
 // resume at once.
-func New(cfg Config, p Publisher) (*Queue, error) { panic("unimplemented") }
+func New(cfg Config, p Publisher) (*Queue, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("writeback: Config.Dir is required")
+	}
+	if p == nil {
+		return nil, errors.New("writeback: nil Publisher")
+	}
+	if cfg.Transfers <= 0 {
+		cfg.Transfers = 4
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = time.Second
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = time.Minute
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = cfg.RetryMin
+	}
+	if cfg.Delay < 0 {
+		cfg.Delay = 0
+	}
+	log := cfg.Logger
+	if log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = logrus.NewEntry(l)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("writeback: %w", err)
+	}
+	q := &Queue{
+		cfg:     cfg,
+		pub:     p,
+		log:     log,
+		wake:    make(chan struct{}, 1),
+		keys:    make(map[string][]*job),
+		changed: make(chan struct{}),
+	}
+	if err := q.load(); err != nil {
+		return nil, err
+	}
+	q.ctx, q.cancel = context.WithCancel(context.Background())
+	q.wg.Add(1)
+	go q.schedule()
+	return q, nil
+}
 
 // Enqueue journals j durably, then schedules it after Delay. A queued job
 // with the same key is replaced (its staging removed unless it is j's); if
 // one is in flight, j runs after it, publishing to the file that one produced.
-func (q *Queue) Enqueue(j Job) error { panic("unimplemented") }
+func (q *Queue) Enqueue(j Job) error {
+	if j.Key == "" || j.Path == "" || j.Staging == "" {
+		return errors.New("writeback: job needs Key, Path and Staging")
+	}
+	size, err := syncFile(j.Staging)
+	if err != nil {
+		return fmt.Errorf("writeback: staging: %w", err)
+	}
+
+	q.enqMu.Lock()
+	defer q.enqMu.Unlock()
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return ErrClosed
+	}
+	q.seq++
+	nj := &job{rec: record{
+		Format: recordFormat,
+		ID:     uuid.NewString(),
+		Seq:    q.seq,
+		Job:    j,
+		State:  StatePending,
+		Size:   size,
+		Queued: time.Now(),
+	}}
+	q.mu.Unlock()
+
+	// Journal first: once Enqueue returns the job survives a crash.
+	if err := writeRecord(q.cfg.Dir, &nj.rec); err != nil {
+		return err
+	}
+
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		removeRecord(q.cfg.Dir, nj.rec.ID)
+		return ErrClosed
+	}
+	nj.due = nj.rec.Queued.Add(q.cfg.Delay)
+	if q.draining > 0 {
+		nj.due = nj.rec.Queued
+	}
+	old := q.installLocked(nj)
+	q.notifyLocked()
+	q.mu.Unlock()
+	q.nudge()
+
+	q.logJob(nj.rec.Job).WithField("size", size).Debug("writeback: enqueued")
+	if old != nil {
+		q.logJob(old.rec.Job).Debug("writeback: replaced by a newer enqueue")
+		q.discard(old, true)
+	}
+	return nil
+}
 
 // Take removes a queued job that has not started and hands it (and its
 // staging file) back to the caller. false if none or it is in flight.
-func (q *Queue) Take(key string) (Job, bool) { panic("unimplemented") }
+func (q *Queue) Take(key string) (Job, bool) {
+	q.mu.Lock()
+	list := q.keys[key]
+	if len(list) == 0 || !list[len(list)-1].replaceableLocked() {
+		q.mu.Unlock()
+		return Job{}, false
+	}
+	j := list[len(list)-1]
+	q.setListLocked(key, list[:len(list)-1])
+	q.notifyLocked()
+	q.mu.Unlock()
+	q.discard(j, false)
+	return j.rec.Job, true
+}
 
 // Cancel forgets the jobs for key (the file was deleted locally before being
 // published): a queued job is dropped and its staging removed; an in-flight
-// one is stopped, and a version it committed anyway is deleted.
-func (q *Queue) Cancel(key string) { panic("unimplemented") }
+// one is stopped, and a version it committed anyway is deleted (if the job
+// created the file; best effort, logged).
+func (q *Queue) Cancel(key string) {
+	q.mu.Lock()
+	var drop, keep []*job
+	for _, j := range q.keys[key] {
+		if j.active {
+			j.cancelled = true
+			j.stop()
+			keep = append(keep, j)
+		} else {
+			drop = append(drop, j)
+		}
+	}
+	q.setListLocked(key, keep)
+	q.notifyLocked()
+	q.mu.Unlock()
+	for _, j := range drop {
+		q.logJob(j.rec.Job).Info("writeback: cancelled before publishing")
+		q.discard(j, true)
+	}
+}
 
-// Rename changes the target path of key's jobs.
-func (q *Queue) Rename(key, newPath string) { panic("unimplemented") }
+// Rename changes the target path of key's jobs. A publish by path already in
+// flight completes at the path it registered; Result.Job.Path shows the new one.
+func (q *Queue) Rename(key, newPath string) {
+	q.mu.Lock()
+	list := append([]*job(nil), q.keys[key]...)
+	for _, j := range list {
+		j.rec.Job.Path = newPath
+	}
+	q.notifyLocked()
+	q.mu.Unlock()
+	for _, j := range list {
+		q.persist(j)
+	}
+}
 
 // Pending reports the status of key's newest job, if any.
-func (q *Queue) Pending(key string) (JobStatus, bool) { panic("unimplemented") }
+func (q *Queue) Pending(key string) (JobStatus, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	list := q.keys[key]
+	if len(list) == 0 {
+		return JobStatus{}, false
+	}
+	return list[len(list)-1].statusLocked(), true
+}
 
 // Wait blocks until key has no queued or in-flight job, skipping any Delay.
-// It returns the last failure if the job is failed (and keeps it queued).
-func (q *Queue) Wait(ctx context.Context, key string) error { panic("unimplemented") }
+// It returns the last failure (a *JobError) if the job is failed (and keeps
+// it queued), or ctx's error.
+func (q *Queue) Wait(ctx context.Context, key string) error {
+	q.mu.Lock()
+	now := time.Now()
+	for _, j := range q.keys[key] {
+		if j.due.After(now) {
+			j.due = now
+		}
+	}
+	q.mu.Unlock()
+	q.nudge()
+	for {
+		q.mu.Lock()
+		list := q.keys[key]
+		if len(list) == 0 {
+			q.mu.Unlock()
+			return nil
+		}
+		for _, j := range list {
+			if j.rec.State == StateFailed && !j.active {
+				err := j.errorLocked()
+				q.mu.Unlock()
+				return err
+			}
+		}
+		ch := q.changed
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
 
-// Drain starts every job now and waits until none is left or ctx ends.
-func (q *Queue) Drain(ctx context.Context) error { panic("unimplemented") }
+// Drain starts every job now and waits until none is left but failed ones,
+// or ctx ends. It returns nil if the queue is empty, else an error listing
+// what is left (failed jobs with their errors, or what was still pending when
+// ctx ended).
+func (q *Queue) Drain(ctx context.Context) error {
+	q.mu.Lock()
+	q.draining++
+	now := time.Now()
+	for _, list := range q.keys {
+		for _, j := range list {
+			if j.due.After(now) {
+				j.due = now
+			}
+		}
+	}
+	q.mu.Unlock()
+	q.nudge()
+	defer func() {
+		q.mu.Lock()
+		q.draining--
+		q.mu.Unlock()
+	}()
+	for {
+		q.mu.Lock()
+		busy := false
+		for _, list := range q.keys {
+			for _, j := range list {
+				if j.active || j.rec.State != StateFailed {
+					busy = true
+				}
+			}
+		}
+		if !busy {
+			err := q.leftLocked("failed")
+			q.mu.Unlock()
+			return err
+		}
+		ch := q.changed
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			q.mu.Lock()
+			err := q.leftLocked(ctx.Err().Error())
+			q.mu.Unlock()
+			return err
+		}
+	}
+}
 
-// Status lists every job.
-func (q *Queue) Status() []JobStatus { panic("unimplemented") }
+// Status lists every job, oldest first.
+func (q *Queue) Status() []JobStatus {
+	q.mu.Lock()
+	var jobs []*job
+	for _, list := range q.keys {
+		jobs = append(jobs, list...)
+	}
+	sort.Slice(jobs, func(a, b int) bool { return jobs[a].rec.Seq < jobs[b].rec.Seq })
+	out := make([]JobStatus, len(jobs))
+	for i, j := range jobs {
+		out[i] = j.statusLocked()
+	}
+	q.mu.Unlock()
+	return out
+}
 
-// Close stops the workers (interrupting transfers); the journal keeps what is left.
-func (q *Queue) Close() error { panic("unimplemented") }
+// Close stops the workers (interrupting transfers); the journal keeps what is
+// left. Later Enqueues fail with ErrClosed; the other methods keep working on
+// what is in memory.
+func (q *Queue) Close() error {
+	q.once.Do(func() {
+		q.mu.Lock()
+		q.closed = true
+		q.mu.Unlock()
+		q.cancel()
+		q.wg.Wait()
+		q.mu.Lock()
+		q.notifyLocked()
+		q.mu.Unlock()
+	})
+	return nil
+}

@@ -1,0 +1,290 @@
+package writeback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/sirupsen/logrus"
+)
+
+// job is one journaled job in memory.
+type job struct {
+	wmu     sync.Mutex // serialises this job's journal writes; before Queue.mu
+	removed bool       // guarded by wmu; record deleted, never write it again
+
+	// Guarded by Queue.mu.
+	rec       record
+	due       time.Time // when it may (re)start
+	active    bool      // a worker owns it
+	cancelled bool      // Cancel called while active
+	cancel    context.CancelFunc
+	done      int64 // bytes uploaded by the current attempt
+	err       error // last failure (rec.LastError is its text)
+}
+
+func (j *job) stop() {
+	if j.cancel != nil {
+		j.cancel()
+	}
+}
+
+// replaceableLocked: a newer Enqueue (or Take) may drop this job. Not if a
+// worker owns it, nor once it registered a version (it must be resumed) or
+// published (only clean-up is left), unless it failed.
+func (j *job) replaceableLocked() bool {
+	if j.active || j.rec.State == StatePublished {
+		return false
+	}
+	return j.rec.State == StateFailed || j.rec.Ticket == nil
+}
+
+func (j *job) statusLocked() JobStatus {
+	return JobStatus{
+		Job:       j.rec.Job,
+		State:     j.rec.State,
+		Size:      j.rec.Size,
+		Done:      j.done,
+		Tries:     j.rec.Tries,
+		LastError: j.rec.LastError,
+		Queued:    j.rec.Queued,
+	}
+}
+
+func (j *job) errorLocked() error {
+	err := j.err
+	if err == nil {
+		err = errors.New(j.rec.LastError)
+	}
+	return &JobError{Key: j.rec.Job.Key, Path: j.rec.Job.Path, Err: err}
+}
+
+// installLocked appends nj to its key's jobs, replacing the tail if that one
+// has not started; it returns the replaced job, if any.
+func (q *Queue) installLocked(nj *job) (old *job) {
+	key := nj.rec.Job.Key
+	list := q.keys[key]
+	if n := len(list); n > 0 && list[n-1].replaceableLocked() {
+		old = list[n-1]
+		list = list[:n-1]
+	}
+	q.keys[key] = append(list, nj)
+	return old
+}
+
+func (q *Queue) setListLocked(key string, list []*job) {
+	if len(list) == 0 {
+		delete(q.keys, key)
+		return
+	}
+	q.keys[key] = list
+}
+
+// removeLocked takes j out of its key's list.
+func (q *Queue) removeLocked(j *job) {
+	key := j.rec.Job.Key
+	list := q.keys[key]
+	out := list[:0:0]
+	for _, x := range list {
+		if x != j {
+			out = append(out, x)
+		}
+	}
+	q.setListLocked(key, out)
+}
+
+// notifyLocked wakes every Wait/Drain.
+func (q *Queue) notifyLocked() {
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
+
+// nudge wakes the scheduler.
+func (q *Queue) nudge() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stagingInUseLocked reports whether a job other than j uses path.
+func (q *Queue) stagingInUseLocked(path string, j *job) bool {
+	for _, list := range q.keys {
+		for _, x := range list {
+			if x != j && x.rec.Job.Staging == path {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// discard deletes the record of a job already taken out of the lists, and
+// its staging file if withStaging and no other job uses it.
+func (q *Queue) discard(j *job, withStaging bool) {
+	j.wmu.Lock()
+	j.removed = true
+	if err := removeRecord(q.cfg.Dir, j.rec.ID); err != nil {
+		q.logJob(j.rec.Job).WithError(err).Error("writeback: journal")
+	}
+	j.wmu.Unlock()
+	if !withStaging {
+		return
+	}
+	q.mu.Lock()
+	inUse := q.stagingInUseLocked(j.rec.Job.Staging, j)
+	q.mu.Unlock()
+	if inUse {
+		return
+	}
+	if err := os.Remove(j.rec.Job.Staging); err != nil && !errors.Is(err, os.ErrNotExist) {
+		q.logJob(j.rec.Job).WithError(err).Warn("writeback: removing staging file")
+	}
+}
+
+// persist writes j's current state to the journal (unless removed). A failed
+// write is logged: the job goes on; only crash recovery of this step suffers.
+func (q *Queue) persist(j *job) {
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
+	if j.removed {
+		return
+	}
+	q.mu.Lock()
+	rec := j.rec
+	if rec.State == StateUploading {
+		rec.State = StatePending
+	}
+	q.mu.Unlock()
+	if err := writeRecord(q.cfg.Dir, &rec); err != nil {
+		q.logJob(rec.Job).WithError(err).Error("writeback: journal")
+	}
+}
+
+func (q *Queue) logJob(j Job) *logrus.Entry {
+	f := logrus.Fields{"key": j.Key, "path": j.Path}
+	if j.FileID != uuid.Nil {
+		f["file_id"] = j.FileID.String()
+	}
+	if j.BaseVersion != "" {
+		f["version"] = string(j.BaseVersion)
+	}
+	return q.log.WithFields(f)
+}
+
+// leftLocked describes the jobs left, for Drain.
+func (q *Queue) leftLocked(why string) error {
+	var lines []string
+	var failed []error
+	for _, list := range q.keys {
+		for _, j := range list {
+			s := fmt.Sprintf("%s (%s", j.rec.Job.Path, j.rec.State)
+			if j.rec.LastError != "" {
+				s += ": " + j.rec.LastError
+			}
+			lines = append(lines, s+")")
+			if j.rec.State == StateFailed && !j.active {
+				failed = append(failed, j.errorLocked())
+			}
+		}
+	}
+	if len(lines) == 0 {
+		return nil
+	}
+	sort.Strings(lines)
+	return &DrainError{Reason: why, Left: lines, Failed: failed}
+}
+
+// DrainError is returned by Drain when jobs are left.
+type DrainError struct {
+	Reason string   // "failed" or the context's error
+	Left   []string // "path (state: last error)", sorted
+	Failed []error  // the *JobError of each failed job
+}
+
+func (e *DrainError) Error() string {
+	return fmt.Sprintf("writeback: %d job(s) left (%s): %s", len(e.Left), e.Reason, strings.Join(e.Left, "; "))
+}
+
+// Unwrap gives the failed jobs' errors to errors.Is/As.
+func (e *DrainError) Unwrap() []error { return e.Failed }
+
+// syncFile fsyncs the staging file (the caller should have; cheap if so) and
+// returns its size.
+func syncFile(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if !st.Mode().IsRegular() {
+		return 0, fmt.Errorf("%s is not a regular file", path)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// load rebuilds the queue from the journal: records are installed in Seq
+// order with Enqueue's rules, so a key keeps its registered or published jobs
+// (to resume them) plus its newest unstarted one. Pending jobs are due at
+// once. A job whose staging file vanished is marked failed, not dropped.
+func (q *Queue) load() error {
+	recs, bad, err := loadRecords(q.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	for _, name := range bad {
+		q.log.WithField("record", name).Error("writeback: unreadable journal record set aside as .corrupt")
+	}
+	sort.Slice(recs, func(a, b int) bool { return recs[a].Seq < recs[b].Seq })
+	now := time.Now()
+	var dropped, check []*job
+	for _, r := range recs {
+		if r.Seq > q.seq {
+			q.seq = r.Seq
+		}
+		if r.State == StateUploading || r.State == "" {
+			r.State = StatePending
+		}
+		j := &job{rec: *r, due: now}
+		if r.LastError != "" {
+			j.err = errors.New(r.LastError)
+		}
+		if old := q.installLocked(j); old != nil {
+			dropped = append(dropped, old)
+		}
+		check = append(check, j)
+	}
+	for _, j := range dropped {
+		q.logJob(j.rec.Job).Info("writeback: journaled job superseded by a newer one")
+		q.discard(j, true)
+	}
+	for _, j := range check {
+		if j.rec.State == StatePublished {
+			continue // only clean-up left; the staging file may already be gone
+		}
+		if _, err := os.Stat(j.rec.Job.Staging); err != nil && j.rec.State != StateFailed {
+			j.rec.State = StateFailed
+			j.err = fmt.Errorf("staging file lost: %w", err)
+			j.rec.LastError = j.err.Error()
+			q.logJob(j.rec.Job).WithError(j.err).Error("writeback: journaled job cannot be published")
+			q.persist(j)
+		}
+	}
+	if n := len(recs) - len(dropped); n > 0 {
+		q.log.WithField("jobs", n).Info("writeback: resuming journaled jobs")
+	}
+	return nil
+}

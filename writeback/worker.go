@@ -1,0 +1,511 @@
+package writeback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"evofs/cache"
+	"evofs/remote"
+)
+
+// schedule is the one scheduler goroutine: it starts due head jobs, up to
+// Transfers at once, oldest due first, then sleeps until the next due time or
+// a nudge (Enqueue, Wait, Drain, a worker finishing).
+func (q *Queue) schedule() {
+	defer q.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		var next time.Time
+		q.mu.Lock()
+		now := time.Now()
+		var due []*job
+		for _, list := range q.keys {
+			j := list[0]
+			if j.active || (j.rec.State != StatePending && j.rec.State != StatePublished) {
+				continue
+			}
+			if j.due.After(now) {
+				if next.IsZero() || j.due.Before(next) {
+					next = j.due
+				}
+				continue
+			}
+			due = append(due, j)
+		}
+		sort.Slice(due, func(a, b int) bool {
+			if !due[a].due.Equal(due[b].due) {
+				return due[a].due.Before(due[b].due)
+			}
+			return due[a].rec.Seq < due[b].rec.Seq
+		})
+		for _, j := range due {
+			if q.running >= q.cfg.Transfers {
+				break
+			}
+			q.startLocked(j)
+		}
+		q.mu.Unlock()
+
+		if !next.IsZero() {
+			timer.Reset(time.Until(next))
+		}
+		select {
+		case <-q.ctx.Done():
+			timer.Stop()
+			return
+		case <-q.wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+func (q *Queue) startLocked(j *job) {
+	ctx, cancel := context.WithCancel(q.ctx)
+	j.active = true
+	j.cancel = cancel
+	j.done = 0
+	if j.rec.State == StatePending {
+		j.rec.State = StateUploading
+	}
+	q.running++
+	q.notifyLocked()
+	q.wg.Add(1)
+	go q.run(ctx, j)
+}
+
+// run drives one attempt of j: publish (unless already published), the
+// after-publish steps, then settles the outcome.
+func (q *Queue) run(ctx context.Context, j *job) {
+	defer q.wg.Done()
+	q.mu.Lock()
+	rec := j.rec
+	q.mu.Unlock()
+
+	var (
+		res Result
+		err error
+	)
+	if rec.State == StatePublished {
+		res = Result{Job: rec.Job, Meta: rec.Meta, ConflictPath: rec.ConflictPath}
+	} else {
+		res, err = q.publish(ctx, j, rec)
+	}
+	if err == nil {
+		err = q.finish(ctx, j, res)
+	}
+	q.settle(j, res, err)
+}
+
+// errStaging marks a local failure to read the staging file: not retryable.
+type errStaging struct{ err error }
+
+func (e errStaging) Error() string { return "staging file: " + e.err.Error() }
+func (e errStaging) Unwrap() error { return e.err }
+
+// retryable: remote.Retryable, plus a target to re-decide and a deadline
+// that is not the queue's (e.g. the client's poll timeout: the version may
+// still commit, and the resume finds it); never a local staging failure.
+func retryable(err error) bool {
+	var es errStaging
+	switch {
+	case errors.As(err, &es):
+		return false
+	case errors.Is(err, errRetarget), errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	return remote.Retryable(err)
+}
+
+// stagingReader remembers a local read failure, whatever the client makes of it.
+type stagingReader struct {
+	f   *os.File
+	mu  sync.Mutex
+	err error
+}
+
+func (r *stagingReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := r.f.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		r.mu.Lock()
+		r.err = err
+		r.mu.Unlock()
+	}
+	return n, err
+}
+
+func (r *stagingReader) failure() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// errRetarget asks settle to forget the chosen target: the file published to
+// by id vanished, so the next attempt decides again (and publishes by path).
+var errRetarget = errors.New("file deleted remotely during publish")
+
+func (q *Queue) publish(ctx context.Context, j *job, rec record) (Result, error) {
+	f, err := os.Open(rec.Job.Staging)
+	if err != nil {
+		return Result{}, errStaging{err}
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return Result{}, errStaging{err}
+	}
+	size := st.Size()
+	q.mu.Lock()
+	j.rec.Size = size
+	q.mu.Unlock()
+
+	var (
+		tgt    target
+		cpath  string
+		resume *remote.UploadTicket
+	)
+	if rec.Ticket != nil && rec.Target != nil {
+		// Resume the version registered before: same target, same version id.
+		tgt, cpath = *rec.Target, rec.ConflictPath
+		resume = &remote.UploadTicket{FileID: rec.Ticket.FileID, VersionID: rec.Ticket.VersionID}
+	} else if tgt, cpath, err = q.decideTarget(ctx, rec.Job); err != nil {
+		return Result{}, err
+	}
+
+	log := q.logJob(rec.Job).WithField("target", tgt.remote().String())
+	if resume != nil {
+		log = log.WithField("resume_version", string(resume.VersionID))
+	}
+	log.Debug("writeback: publishing")
+	opts := remote.PublishOptions{
+		Resume: resume,
+		OnRegistered: func(t *remote.UploadTicket) {
+			q.mu.Lock()
+			tg := tgt
+			j.rec.Target = &tg
+			j.rec.ConflictPath = cpath
+			j.rec.Ticket = &ticket{FileID: t.FileID, VersionID: t.VersionID}
+			q.mu.Unlock()
+			q.persist(j)
+		},
+		Progress: func(done int64) {
+			q.mu.Lock()
+			j.done = done
+			q.mu.Unlock()
+		},
+	}
+	sr := &stagingReader{f: f}
+	meta, err := q.pub.Publish(ctx, tgt.remote(), sr, size, opts)
+	if err != nil {
+		if rerr := sr.failure(); rerr != nil && ctx.Err() == nil {
+			return Result{}, errStaging{rerr}
+		}
+		if tgt.FileID != uuid.Nil && ctx.Err() == nil &&
+			(errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone)) {
+			return Result{}, fmt.Errorf("%w: %w", errRetarget, err)
+		}
+		return Result{}, err
+	}
+	q.mu.Lock()
+	job := j.rec.Job // Rename may have changed Path meanwhile
+	q.mu.Unlock()
+	return Result{Job: job, Meta: meta, ConflictPath: cpath}, nil
+}
+
+// decideTarget picks where a not-yet-registered job publishes: by id if the
+// file still is at BaseVersion, a conflict copy by path if it moved on, by
+// path if it was deleted or is new.
+func (q *Queue) decideTarget(ctx context.Context, jb Job) (target, string, error) {
+	if jb.FileID == uuid.Nil {
+		return target{Path: jb.Path}, "", nil
+	}
+	m, err := q.pub.GetByID(ctx, jb.FileID, remote.GetOptions{})
+	switch {
+	case errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone):
+		q.logJob(jb).Warn("writeback: file deleted remotely; publishing it again as a new file")
+		return target{Path: jb.Path}, "", nil
+	case err != nil:
+		return target{}, "", err
+	case jb.BaseVersion != "" && m.VersionID != jb.BaseVersion:
+		cp := ConflictName(jb.Path, time.Now())
+		q.logJob(jb).WithFields(map[string]any{
+			"remote_version": string(m.VersionID),
+			"conflict_path":  cp,
+		}).Warn("writeback: file changed remotely since it was opened; publishing a conflict copy")
+		return target{Path: cp}, cp, nil
+	}
+	return target{Path: jb.Path, FileID: jb.FileID}, "", nil
+}
+
+// finish runs the after-publish steps: journal the published state, adopt
+// the staging file into the cache, OnPublished, DeleteAfter, then remove the
+// staging file and the record. A cancelled job skips adopt and OnPublished
+// (settle deletes what it created).
+func (q *Queue) finish(ctx context.Context, j *job, res Result) error {
+	q.mu.Lock()
+	if j.rec.State != StatePublished {
+		m := *res.Meta
+		m.Download, m.Self = "", ""
+		j.rec.State = StatePublished
+		j.rec.Meta = &m
+		j.rec.ConflictPath = res.ConflictPath
+		j.rec.Tries, j.rec.LastError, j.err = 0, "", nil
+	}
+	cancelled := j.cancelled
+	j.done = j.rec.Size
+	q.notifyLocked()
+	q.mu.Unlock()
+	q.persist(j)
+	if cancelled {
+		return nil
+	}
+
+	log := q.logJob(res.Job).WithFields(map[string]any{
+		"new_file_id": res.Meta.FileID.String(), "new_version": string(res.Meta.VersionID),
+	})
+	if res.ConflictPath != "" {
+		log = log.WithField("conflict_path", res.ConflictPath)
+	}
+	log.Info("writeback: published")
+
+	if q.cfg.Cache != nil {
+		k := cache.Key{FileID: res.Meta.FileID, Version: string(res.Meta.VersionID)}
+		if _, err := os.Stat(res.Job.Staging); err == nil {
+			if err := q.cfg.Cache.Adopt(res.Job.Staging, k); err != nil {
+				log.WithError(err).Warn("writeback: cache adopt failed")
+			}
+		}
+	}
+	if q.cfg.OnPublished != nil {
+		q.cfg.OnPublished(res)
+	}
+	if id := res.Job.DeleteAfter; id != uuid.Nil {
+		if err := q.retry(ctx, func() error { return q.pub.DeleteByID(ctx, id) }); err != nil {
+			if ctx.Err() != nil {
+				return err // resumed (published state) on the next New
+			}
+			log.WithError(err).WithField("delete_after", id.String()).Error("writeback: deleting the old file failed")
+		}
+	}
+	return nil
+}
+
+// retry calls f until it succeeds, fails for good or ctx ends, backing off
+// on retryable errors like jobs do.
+func (q *Queue) retry(ctx context.Context, f func() error) error {
+	for try := 1; ; try++ {
+		err := f()
+		if err == nil || !remote.Retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(q.backoff(try))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is RetryMin·2^(tries-1) capped at RetryMax, jittered into [d/2, d].
+func (q *Queue) backoff(tries int) time.Duration {
+	d := q.cfg.RetryMin
+	for i := 1; i < tries && d < q.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, q.cfg.RetryMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// outcome of one attempt, as settle sees it.
+type outcome int
+
+const (
+	outDone       outcome = iota // published: clean up, leave the queue
+	outCancelled                 // Cancel stopped it: undo, clean up, leave
+	outClosed                    // the queue closed: the journal keeps it as is
+	outRetry                     // transient failure: back off, stay pending
+	outFailed                    // permanent failure: keep it, failed
+	outSuperseded                // failed, and a newer job of its key is queued behind
+)
+
+// settle records the outcome of an attempt, does the journal and staging
+// clean-up, and only then takes the job out of the queue (or makes it
+// schedulable again): once Wait sees a key empty, everything is done. The
+// job stays active meanwhile, so neither the scheduler nor a replace touches
+// it. q.mu is never held across I/O.
+func (q *Queue) settle(j *job, res Result, err error) {
+	q.mu.Lock()
+	rec := j.rec
+	var out outcome
+	switch {
+	case j.cancelled:
+		out = outCancelled
+	case err == nil:
+		out = outDone
+	case q.ctx.Err() != nil:
+		out = outClosed
+	default:
+		j.err = err
+		j.rec.LastError = err.Error()
+		j.rec.Tries++
+		if errors.Is(err, errRetarget) {
+			j.rec.Target, j.rec.Ticket, j.rec.ConflictPath = nil, nil, ""
+		}
+		out = outFailed
+		if retryable(err) {
+			out = outRetry
+		}
+		// A newer job queued behind supersedes one that never registered a
+		// version, or that failed for good.
+		if len(q.keys[rec.Job.Key]) > 1 && (out == outFailed || j.rec.Ticket == nil) {
+			out = outSuperseded
+		}
+	}
+	switch out {
+	case outClosed:
+		if j.rec.State == StateUploading {
+			j.rec.State = StatePending
+		}
+	case outRetry:
+		j.rec.State = StatePending
+		j.due = time.Now().Add(q.backoff(j.rec.Tries))
+	case outFailed:
+		j.rec.State = StateFailed
+	}
+	var rebased *job
+	if list := q.keys[rec.Job.Key]; out == outDone && len(list) > 1 && list[0] == j {
+		n := list[1]
+		if n.rec.Job.FileID == uuid.Nil || n.rec.Job.FileID == rec.Job.FileID {
+			n.rec.Job.FileID = res.Meta.FileID
+			n.rec.Job.BaseVersion = res.Meta.VersionID
+			rebased = n
+		}
+	}
+	tries := j.rec.Tries
+	q.mu.Unlock()
+
+	if rebased != nil {
+		// Before our record goes: a crash in between must not leave the next
+		// job based on the old version (it would see ours as a conflict).
+		q.persist(rebased)
+		q.logJob(rebased.rec.Job).Debug("writeback: queued job re-based on the version just published")
+	}
+
+	log := q.logJob(rec.Job)
+	switch out {
+	case outCancelled:
+		q.undoCancelled(j, err)
+		q.discard(j, true)
+	case outDone:
+		q.discard(j, true)
+	case outSuperseded:
+		log.WithError(err).Warn("writeback: publish failed; superseded by a newer enqueue")
+		q.discard(j, true)
+	case outRetry:
+		log.WithError(err).WithField("tries", tries).Warn("writeback: publish failed; will retry")
+		q.persist(j)
+	case outFailed:
+		log.WithError(err).WithField("tries", tries).Error("writeback: publish failed for good; keeping the job and its data")
+		q.persist(j)
+	}
+
+	q.mu.Lock()
+	if out == outDone && j.cancelled {
+		// Cancel came while the after-publish steps ran.
+		q.mu.Unlock()
+		q.undoCancelled(j, nil)
+		q.mu.Lock()
+	}
+	switch out {
+	case outDone, outCancelled, outSuperseded:
+		q.removeLocked(j)
+	}
+	j.active = false
+	j.stop()
+	j.cancel = nil
+	q.running--
+	q.notifyLocked()
+	q.mu.Unlock()
+	q.nudge()
+}
+
+// undoCancelled runs after Cancel stopped j. If j may have created a file
+// (it published by path and registered a version), that file is deleted when
+// our version is all it has: best effort, logged. err is the attempt's error.
+func (q *Queue) undoCancelled(j *job, err error) {
+	q.mu.Lock()
+	rec := j.rec
+	q.mu.Unlock()
+	if rec.Ticket == nil || rec.Target == nil || rec.Target.FileID != uuid.Nil {
+		return
+	}
+	log := q.logJob(rec.Job).WithFields(map[string]any{
+		"new_file_id": rec.Ticket.FileID.String(), "new_version": string(rec.Ticket.VersionID),
+	})
+	ctx := q.ctx
+	if ctx.Err() != nil {
+		log.Warn("writeback: cancelled publish may have created a file; queue closed, not deleting it")
+		return
+	}
+	m, gerr := q.pub.GetByID(ctx, rec.Ticket.FileID, remote.GetOptions{IncludeVersions: true})
+	switch {
+	case errors.Is(gerr, remote.ErrNotFound) || errors.Is(gerr, remote.ErrGone):
+		if err != nil {
+			log.Info("writeback: cancelled publish left no visible file (an upload that committed late could still appear)")
+		}
+		return
+	case gerr != nil:
+		log.WithError(gerr).Warn("writeback: cannot check a cancelled publish's file; not deleting it")
+		return
+	}
+	ours := m.VersionID == rec.Ticket.VersionID
+	for _, v := range m.Versions {
+		if v.VersionID != rec.Ticket.VersionID {
+			ours = false
+		}
+	}
+	if !ours {
+		log.WithField("remote_version", string(m.VersionID)).Info("writeback: cancelled publish's file has other versions; leaving it")
+		return
+	}
+	if derr := q.retry(ctx, func() error { return q.pub.DeleteByID(ctx, rec.Ticket.FileID) }); derr != nil {
+		log.WithError(derr).Warn("writeback: deleting the file of a cancelled publish failed")
+		return
+	}
+	log.Info("writeback: deleted the file a cancelled publish created")
+}
+
+// ConflictName is the path of the conflict copy of p made at t:
+// "NAME (conflict YYYY-MM-DD hhmmss).EXT" in the same folder, t in UTC. EXT
+// is the text after the last dot of the name; there is none if the name has
+// no dot or its only dot is the first character. The name part is shortened
+// if needed to keep the name within 255 characters.
+func ConflictName(p string, t time.Time) string {
+	dir, name := path.Split(p)
+	base, ext := name, ""
+	if i := strings.LastIndex(name, "."); i > 0 {
+		base, ext = name[:i], name[i:]
+	}
+	tag := " (conflict " + t.UTC().Format("2006-01-02 150405") + ")"
+	const maxName = 255
+	if over := utf8.RuneCountInString(base+tag+ext) - maxName; over > 0 {
+		r := []rune(base)
+		base = string(r[:max(0, len(r)-over)])
+	}
+	return dir + base + tag + ext
+}
