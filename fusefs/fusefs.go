@@ -72,7 +72,7 @@ func Mount(dir string, core *vfs.FS, o Options) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mounting %s: %w", dir, err)
 	}
-	m.inodes[1] = root.EmbeddedInode()
+	m.remember(root.EmbeddedInode())
 	go m.deliver()
 	core.SetNotifier(m)
 	go func() {
@@ -283,13 +283,16 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 
 // Open opens a file.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	h, keep, err := n.m.core.Open(ctx, n.n, int(flags))
+	h, mode, err := n.m.core.Open(ctx, n.n, int(flags))
 	if err != nil {
 		return nil, 0, n.m.errno("open", n.m.core.Path(n.n), err)
 	}
 	var ff uint32
-	if keep {
+	if mode.KeepCache {
 		ff |= fuse.FOPEN_KEEP_CACHE
+	}
+	if mode.DirectIO {
+		ff |= fuse.FOPEN_DIRECT_IO
 	}
 	return &handle{m: n.m, h: h}, ff, 0
 }

@@ -33,6 +33,8 @@ type Handle struct {
 	n     *Node
 	write bool
 
+	key cache.Key // clean version opened (read-only handles); zero for writers
+
 	mu       sync.Mutex // guards the fields below
 	entry    *cache.Entry
 	blob     *remote.Blob
@@ -44,16 +46,25 @@ type Handle struct {
 // Node returns the handle's node.
 func (h *Handle) Node() *Node { return h.n }
 
-// Open opens a file node. keepCache tells the kernel its cached pages are
-// still valid (the version did not change since the last open).
-func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, keepCache bool, err error) {
+// OpenMode tells the kernel how to cache an open file's pages.
+type OpenMode struct {
+	// KeepCache: the version did not change since the last open, so cached
+	// pages are still valid.
+	KeepCache bool
+	// DirectIO: readers of an older version are still open and own the page
+	// cache (they keep the version they opened), so this handle bypasses it.
+	DirectIO bool
+}
+
+// Open opens a file node.
+func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode OpenMode, err error) {
 	if n.dir {
-		return nil, false, ErrIsDir
+		return nil, mode, ErrIsDir
 	}
 	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	trunc := flags&syscall.O_TRUNC != 0
 	if (write || trunc) && f.cfg.ReadOnly {
-		return nil, false, ErrReadOnly
+		return nil, mode, ErrReadOnly
 	}
 	h = &Handle{fs: f, n: n, write: write}
 	if write || trunc {
@@ -68,15 +79,27 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, keepCache
 			err = f.handOverIO(n)
 		}
 		n.io.Unlock()
-		return h, false, err
+		return h, mode, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if n.local == nil {
-		keepCache = n.openVer == n.version
-		n.openVer = n.version
+	if n.local == nil && n.fileID != uuid.Nil {
+		for v, c := range n.readers {
+			if c > 0 && v != n.version {
+				mode.DirectIO = true
+			}
+		}
+		mode.KeepCache = n.openVer == n.version && !mode.DirectIO
+		if !mode.DirectIO {
+			n.openVer = n.version
+		}
+		h.key = cache.Key{FileID: n.fileID, Version: string(n.version)}
+		if n.readers == nil {
+			n.readers = map[remote.VersionID]int{}
+		}
+		n.readers[n.version]++
 	}
-	return h, keepCache, nil
+	return h, mode, nil
 }
 
 // Create makes a new empty file and opens it.
@@ -94,7 +117,7 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*No
 			return nil, nil, ErrExist
 		}
 		h, _, err := f.Open(ctx, cur, flags)
-		return cur, h, err
+		return cur, h, err // the kernel's pages are coherent with what writers see
 	}
 	if err := remote.ValidatePath(f.pathLocked(dir) + "/" + name); err != nil {
 		f.mu.Unlock()
@@ -341,11 +364,20 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	n.io.RUnlock()
 
+	if h.key.FileID != uuid.Nil && h.key != key && !h.followsLocal(key) {
+		key, size = h.key, -1 // keep the version this handle opened
+	}
 	h.mu.Lock()
-	if h.entry == nil || (h.entry.Key() != key && h.followsLocal(key)) {
+	if h.entry == nil || h.entry.Key() != key {
 		if key.FileID == uuid.Nil {
 			h.mu.Unlock()
 			return 0, nil // an empty file that was never published
+		}
+		if size < 0 {
+			if size, blob = f.versionSize(h, key); size < 0 {
+				h.mu.Unlock()
+				return 0, syscall.ESTALE
+			}
 		}
 		e, err := f.cache.Acquire(key, size)
 		if err != nil {
@@ -384,12 +416,30 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	return nr, err
 }
 
+// versionSize returns the size of a version a handle opened that is no
+// longer the node's current one (the entry is normally still pinned by
+// the handle; this path serves a handle whose first read comes after a
+// remote change).
+func (f *FS) versionSize(h *Handle, key cache.Key) (int64, *remote.Blob) {
+	if h.entry != nil && h.entry.Key() == key {
+		return h.entry.Size(), h.blob
+	}
+	ctx, cancel := f.bg(metaTimeout)
+	defer cancel()
+	m, err := f.client.GetByID(ctx, key.FileID, remote.GetOptions{VersionID: remote.VersionID(key.Version), Deleted: true})
+	if err != nil {
+		f.log.WithError(err).WithField("file_id", key.FileID).Warn("the version this handle opened is gone")
+		return -1, nil
+	}
+	return m.Size, f.client.NewBlob(m)
+}
+
 // followsLocal reports whether a handle should move to version key: only
 // when our own publish produced it (a remote change keeps the opened version).
 func (h *Handle) followsLocal(key cache.Key) bool {
 	h.fs.mu.Lock()
 	defer h.fs.mu.Unlock()
-	return h.n.openVer == remote.VersionID(key.Version)
+	return h.n.localVer == remote.VersionID(key.Version)
 }
 
 // Write writes p at off into the staging copy.
@@ -506,10 +556,17 @@ func (h *Handle) Release() {
 		h.entry = nil
 	}
 	h.mu.Unlock()
+	f, n := h.fs, h.n
+	if h.key.FileID != uuid.Nil {
+		f.mu.Lock()
+		if n.readers[remote.VersionID(h.key.Version)]--; n.readers[remote.VersionID(h.key.Version)] <= 0 {
+			delete(n.readers, remote.VersionID(h.key.Version))
+		}
+		f.mu.Unlock()
+	}
 	if !h.write {
 		return
 	}
-	f, n := h.fs, h.n
 	n.io.Lock()
 	defer n.io.Unlock()
 	if err := f.handOverIO(n); err != nil {

@@ -39,12 +39,14 @@ type Node struct {
 	mtime      time.Time
 	ctime      time.Time
 
-	local      *staging // non-nil while the content is local
-	writers    int      // open writable handles
-	openVer    remote.VersionID
-	deleteNext uuid.UUID // a file to delete once this node's next publish lands (renamed-away identity)
-	touched    uint64    // FS.gen of the last local change (guards against stale listings)
-	failed     string    // last permanent publish failure, for status
+	local      *staging                 // non-nil while the content is local
+	writers    int                      // open writable handles
+	openVer    remote.VersionID         // version at the last open (the kernel's pages hold it)
+	localVer   remote.VersionID         // version our own last publish produced
+	readers    map[remote.VersionID]int // open clean read handles by the version they opened
+	deleteNext uuid.UUID                // a file to delete once this node's next publish lands (renamed-away identity)
+	touched    uint64                   // FS.gen of the last local change (guards against stale listings)
+	failed     string                   // last permanent publish failure, for status
 }
 
 // staging is a node's local content.

@@ -173,8 +173,21 @@ func (f *FS) Rename(ctx context.Context, oldDir *Node, oldName string, newDir *N
 // lands. Under a local-only name nothing happens remotely (the node is
 // "parked"), so editors' backup renames cost nothing.
 func (f *FS) renameFile(ctx context.Context, src, dst, newDir *Node, newName string) error {
+	if dst != nil {
+		// Settle the target first: a publish of it that is running decides
+		// the identity our content takes over; a queued one is superseded.
+		dst.io.Lock()
+		err := f.settleIO(ctx, dst)
+		dst.io.Unlock()
+		if err != nil {
+			return err
+		}
+	}
 	src.io.Lock()
 	defer src.io.Unlock()
+	if err := f.settleIO(ctx, src); err != nil {
+		return err
+	}
 	// Copy clean content first, while the node still has its old identity.
 	f.mu.Lock()
 	needCopy := !f.isLocalOnly(newName) && src.local == nil && src.fileID != uuid.Nil
@@ -203,6 +216,11 @@ func (f *FS) renameFile(ctx context.Context, src, dst, newDir *Node, newName str
 		f.forgetLocked(dst)
 		if dst.deleteNext != uuid.Nil {
 			f.deleteLater(dst.deleteNext, newPath)
+		}
+		if l := dst.local; l != nil && dst.writers == 0 && !l.queued {
+			l.f.Close()
+			os.Remove(l.path)
+			dst.local = nil
 		}
 	}
 	oldParent := src.parent
@@ -270,6 +288,37 @@ func (f *FS) republishIO(ctx context.Context, src *Node) error {
 	return f.handOverIO(src)
 }
 
+// settleIO makes sure no publish of n is running before its identity
+// changes: a queued one is taken back; a running one is waited for (with
+// n.io released, since its completion takes n.io), so that the new identity
+// is decided on the file it produced. Caller holds n.io; it is held again on return.
+func (f *FS) settleIO(ctx context.Context, n *Node) error {
+	for {
+		f.mu.Lock()
+		loc := n.local
+		f.mu.Unlock()
+		if loc == nil || !loc.queued {
+			return nil
+		}
+		if _, ok := f.queue.Take(n.key); ok {
+			f.mu.Lock()
+			loc.queued = false
+			loc.dirty = true
+			f.mu.Unlock()
+			return nil
+		}
+		if _, pending := f.queue.Pending(n.key); !pending {
+			return nil // already published; onPublished has run or the copy is clean
+		}
+		n.io.Unlock()
+		err := f.queue.Wait(ctx, n.key)
+		n.io.Lock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // deleteLater deletes a superseded remote identity in the background.
 func (f *FS) deleteLater(id uuid.UUID, path string) {
 	go func() {
@@ -333,6 +382,9 @@ func (f *FS) renameDir(ctx context.Context, src, dst, newDir *Node, newName stri
 func (f *FS) moveIdentity(ctx context.Context, n *Node) error {
 	n.io.Lock()
 	defer n.io.Unlock()
+	if err := f.settleIO(ctx, n); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	skip := n.removed || f.isLocalOnly(n.name)
 	f.mu.Unlock()
