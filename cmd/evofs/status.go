@@ -35,6 +35,9 @@ func runStatus(args []string) error {
 	if err := json.Unmarshal(buf[:n], &st); err != nil {
 		return err
 	}
+	if !st.Online {
+		fmt.Printf("OFFLINE: %s\n", st.LastError)
+	}
 	fmt.Printf("cache: %d MiB of %d MiB, %d entries; staging %d MiB\n",
 		st.Cache.Bytes>>20, st.Cache.MaxBytes>>20, st.Cache.Entries, st.Cache.Staging>>20)
 	if len(st.Jobs) == 0 {

@@ -121,6 +121,7 @@ type FS struct {
 	byID    map[uuid.UUID]*Node
 	byKey   map[string]*Node
 	gen     uint64 // bumped on each local namespace or content change
+	pollErr string // why the last listing failed ("" = online)
 }
 
 // New builds the core and its writeback queue (which resumes journaled

@@ -234,8 +234,12 @@ const (
 
 // Status is what `evofs status` shows.
 type Status struct {
-	Jobs  []writeback.JobStatus `json:"jobs"`
-	Cache cache.Usage           `json:"cache"`
+	// Online is false while the service cannot be reached (the last
+	// listing failed); cached files stay readable and writes queue up.
+	Online    bool                  `json:"online"`
+	LastError string                `json:"last_error,omitempty"`
+	Jobs      []writeback.JobStatus `json:"jobs"`
+	Cache     cache.Usage           `json:"cache"`
 }
 
 // Xattrs returns the node's extended attributes.
@@ -243,7 +247,8 @@ func (f *FS) Xattrs(n *Node) map[string]string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if n == f.root {
-		b, _ := json.Marshal(Status{Jobs: f.queue.Status(), Cache: f.cache.Usage()})
+		st := Status{Online: f.pollErr == "", LastError: f.pollErr, Jobs: f.queue.Status(), Cache: f.cache.Usage()}
+		b, _ := json.Marshal(st)
 		return map[string]string{XattrStatus: string(b)}
 	}
 	if n.dir {

@@ -210,8 +210,22 @@ func (f *FS) pollLoop() {
 		case <-t.C:
 		case <-f.kick:
 		}
-		if err := f.Refresh(f.ctx); err != nil && f.ctx.Err() == nil {
-			f.log.WithError(err).Warn("refreshing the listing failed; will retry")
+		err := f.Refresh(f.ctx)
+		if f.ctx.Err() != nil {
+			return
+		}
+		f.mu.Lock()
+		wasOnline := f.pollErr == ""
+		f.pollErr = ""
+		if err != nil {
+			f.pollErr = err.Error()
+		}
+		f.mu.Unlock()
+		switch {
+		case err != nil && wasOnline:
+			f.log.WithError(err).Warn("the service is unreachable: cached files stay readable, writes queue up")
+		case err == nil && !wasOnline:
+			f.log.Info("the service is reachable again")
 		}
 	}
 }
