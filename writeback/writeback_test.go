@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -39,14 +40,19 @@ type env struct {
 func newEnv(t *testing.T, o emulator.Options, tune func(*remote.Config)) *env {
 	t.Helper()
 	ts := emulator.NewTestServer(t, o)
+	// Runs before the server's Close: a connection the transport dialled
+	// but never used would otherwise hold http.Server.Shutdown for 5 s.
+	tr := remote.NewTransport(4)
+	t.Cleanup(tr.CloseIdleConnections)
 	rc := remote.Config{
-		BaseURL:   ts.URL,
-		Org:       ts.Org,
-		Workspace: ts.Workspace,
-		Tokens:    remote.StaticToken(ts.Token),
-		PollMin:   5 * time.Millisecond,
-		PollMax:   50 * time.Millisecond,
-		Retry:     remote.RetryPolicy{MaxAttempts: 2, MinDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond},
+		HTTPClient: &http.Client{Transport: tr},
+		BaseURL:    ts.URL,
+		Org:        ts.Org,
+		Workspace:  ts.Workspace,
+		Tokens:     remote.StaticToken(ts.Token),
+		PollMin:    5 * time.Millisecond,
+		PollMax:    50 * time.Millisecond,
+		Retry:      remote.RetryPolicy{MaxAttempts: 2, MinDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond},
 	}
 	if tune != nil {
 		tune(&rc)
