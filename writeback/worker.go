@@ -281,7 +281,11 @@ func (q *Queue) finish(ctx context.Context, j *job, res Result) error {
 	}
 	log.Info("writeback: published")
 
-	if q.cfg.Cache != nil {
+	q.mu.Lock()
+	shared := q.stagingInUseLocked(res.Job.Staging, j)
+	q.mu.Unlock()
+	// Adopt may hard-link the file: not if a later job still writes through it.
+	if q.cfg.Cache != nil && !shared {
 		k := cache.Key{FileID: res.Meta.FileID, Version: string(res.Meta.VersionID)}
 		if _, err := os.Stat(res.Job.Staging); err == nil {
 			if err := q.cfg.Cache.Adopt(res.Job.Staging, k); err != nil {
@@ -387,8 +391,12 @@ func (q *Queue) settle(j *job, res Result, err error) {
 	case outFailed:
 		j.rec.State = StateFailed
 	}
+	// Re-base the job queued behind on what we published, unless that was a
+	// conflict copy: then the one behind started from the same stale base
+	// and is published as a conflict copy too, the original keeping the
+	// other writer's content.
 	var rebased *job
-	if list := q.keys[rec.Job.Key]; out == outDone && len(list) > 1 && list[0] == j {
+	if list := q.keys[rec.Job.Key]; out == outDone && res.ConflictPath == "" && len(list) > 1 && list[0] == j {
 		n := list[1]
 		if n.rec.Job.FileID == uuid.Nil || n.rec.Job.FileID == rec.Job.FileID {
 			n.rec.Job.FileID = res.Meta.FileID

@@ -13,7 +13,7 @@
 // A new Enqueue replaces the tail if that one has not started (no upload
 // ticket yet, or failed); otherwise it queues behind it, and when the one
 // ahead publishes, the one behind is re-based on the file and version it
-// produced. A job that has registered a version (has a ticket) is never
+// produced (unless that was a conflict copy, see below). A job that has registered a version (has a ticket) is never
 // replaced: it is resumed, so its version is never mistaken for someone
 // else's edit.
 //
@@ -22,7 +22,9 @@
 // Publishing by id first checks the file's latest version. If it is not
 // Job.BaseVersion the file moved on remotely: the content is published by
 // path beside it as "NAME (conflict YYYY-MM-DD hhmmss).EXT", time in UTC,
-// and the original is left untouched. A file deleted remotely is published
+// and the original is left untouched. A job queued behind one that made a
+// conflict copy is not re-based: it keeps its (stale) base and so becomes a
+// conflict copy too. Result.Job keeps the original FileID either way. A file deleted remotely is published
 // again by path as a new file.
 //
 // # Errors
@@ -129,7 +131,8 @@ type Config struct {
 	// Cache, if set, adopts published staging files as the new version's content.
 	Cache *cache.Cache
 	// OnPublished is called from a worker after each successful publish,
-	// before the staging file is removed.
+	// before the staging file is removed, without any queue lock held. It may
+	// call any Queue method except Close.
 	OnPublished func(Result)
 	Logger      *logrus.Entry
 }
@@ -227,6 +230,7 @@ func New(cfg Config, p Publisher) (*Queue, error) {
 // Enqueue journals j durably, then schedules it after Delay. A queued job
 // with the same key is replaced (its staging removed unless it is j's); if
 // one is in flight, j runs after it, publishing to the file that one produced.
+// On error nothing was queued and the staging file is still the caller's.
 func (q *Queue) Enqueue(j Job) error {
 	if j.Key == "" || j.Path == "" || j.Staging == "" {
 		return errors.New("writeback: job needs Key, Path and Staging")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"evofs/cache"
 	"evofs/remote"
 	"evofs/remote/emulator"
 )
@@ -578,6 +579,17 @@ func TestRestartResumesSameVersion(t *testing.T) {
 	}
 	tk := <-reg
 	eventually(t, "some blocks sent", func() bool { return e.ts.Requests(emulator.OpPutBlock) >= 2 })
+	recs := e.journal()
+	if len(recs) != 1 {
+		t.Fatalf("journal %v", recs)
+	}
+	raw, err := os.ReadFile(filepath.Join(e.dir, recs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte(`"version_id": "`+string(tk.VersionID)+`"`)) || bytes.Contains(raw, []byte("sig=")) {
+		t.Fatalf("journal record must hold the ticket's version and no signed URL:\n%s", raw)
+	}
 	q.Close() // interrupts the transfer; the journal keeps it
 	if n := e.ts.Requests(emulator.OpPutBlockList); n != 0 {
 		t.Fatalf("committed before the restart (%d block lists)", n)
@@ -856,4 +868,111 @@ func TestConflictName(t *testing.T) {
 	if n := len([]rune(strings.TrimPrefix(got, "d/"))); n != 255 || !strings.HasSuffix(got, ").txt") {
 		t.Errorf("long name: %q (%d characters)", got, n)
 	}
+}
+
+func TestCacheAdoptsPublishedContent(t *testing.T) {
+	e := newEnv(t, emulator.Options{}, nil)
+	c, err := cache.Open(cache.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	cfg := e.config()
+	cfg.Cache = c
+	q := e.open(cfg)
+
+	f, err := c.NewStaging()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(300_000)
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := q.Enqueue(Job{Key: "c", Path: "cached.bin", Staging: f.Name()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Wait(ctxT(t, 20*time.Second), "c"); err != nil {
+		t.Fatal(err)
+	}
+	id, v := e.expectFile("cached.bin", data)
+	ent, err := c.Acquire(cache.Key{FileID: id, Version: string(v)}, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ent.Release()
+	if !ent.Complete() {
+		t.Fatal("published version not complete in the cache")
+	}
+	got := make([]byte, len(data))
+	noFetch := func(context.Context, io.WriterAt, int64, int64) error {
+		t.Error("cache fetched adopted content")
+		return errors.New("no fetch")
+	}
+	if _, err := ent.ReadAt(context.Background(), got, 0, noFetch); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("cached content differs")
+	}
+	if exists(f.Name()) {
+		t.Error("staging file kept")
+	}
+}
+
+func TestDelayTimerPublishes(t *testing.T) {
+	e := newEnv(t, emulator.Options{}, nil)
+	cfg := e.config()
+	cfg.Delay = 30 * time.Millisecond
+	q := e.open(cfg)
+	start := time.Now()
+	for i := range 3 {
+		if err := q.Enqueue(Job{Key: "t", Path: "timer.txt", Staging: e.stage([]byte{byte('a' + i)})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// No Wait/Drain: only the scheduler's timer can start it.
+	eventually(t, "the delayed publish", func() bool { _, ok := q.Pending("t"); return !ok })
+	if el := time.Since(start); el < cfg.Delay {
+		t.Errorf("published after %v, before Delay %v", el, cfg.Delay)
+	}
+	e.expectFile("timer.txt", []byte("c"))
+	if n := e.ts.Requests(emulator.OpUpsertByPath); n != 1 {
+		t.Errorf("registers = %d, want 1", n)
+	}
+}
+
+func TestSecondEditAfterConflictIsAConflictCopyToo(t *testing.T) {
+	e := newEnv(t, emulator.Options{}, nil)
+	release := make(chan struct{})
+	reg := make(chan *remote.UploadTicket, 4)
+	e.hook.set(func(h *hookPublisher) { h.holdReg, h.registered = release, reg })
+	q := e.open(e.config())
+	id, base, err := e.ts.PutFile(e.ts.Org, e.ts.Workspace, "x.txt", []byte("base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.ts.PutFile(e.ts.Org, e.ts.Workspace, "x.txt", []byte("theirs")); err != nil {
+		t.Fatal(err)
+	}
+	j := Job{Key: "x", Path: "x.txt", FileID: id, BaseVersion: remote.VersionID(base), Staging: e.stage([]byte("ours 1"))}
+	if err := q.Enqueue(j); err != nil {
+		t.Fatal(err)
+	}
+	<-reg
+	j.Staging = e.stage([]byte("ours 2"))
+	if err := q.Enqueue(j); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := q.Wait(ctxT(t, 20*time.Second), "x"); err != nil {
+		t.Fatal(err)
+	}
+	rs := e.results()
+	if len(rs) != 2 || rs[0].ConflictPath == "" || rs[1].ConflictPath == "" {
+		t.Fatalf("results %+v", rs)
+	}
+	e.expectFile("x.txt", []byte("theirs"))
+	e.expectFile(rs[1].ConflictPath, []byte("ours 2"))
 }
