@@ -6,13 +6,41 @@
 // the API calls (api.go), blob transfers through the Azure SDK (blob.go) and
 // the register → upload → poll publish flow (publish.go).
 //
-// Invariants:
+// # Behaviour callers rely on
+//
+//   - Errors: every service answer that is an error is an *APIError or a
+//     *BlobError and matches exactly one class (ErrNotFound, ErrGone, …) with
+//     errors.Is; failures without an answer are transport errors (Retryable);
+//     context errors come back as they are. Paths are checked locally first
+//     (ErrInvalidPath, ErrNameTooLong) and never sent when invalid.
+//   - Retries: 429, 5xx (not 501) and transport failures are retried with
+//     full-jitter exponential backoff within RetryPolicy and the context,
+//     honouring Retry-After; a 401 refreshes the token once and replays once.
+//     Blob transfers retry per block / per range with the same policy.
+//   - Deletes treat 404 and 410 as success. Restore never follows its 303.
+//   - A transfer renews an expired pre-signed URL once (uploads: re-register
+//     with the ticket's version id; downloads: get by id with the version id,
+//     deleted files included) and then continues with only the blocks or
+//     ranges not yet acknowledged.
+//   - The SDK's own retries are off; its query re-encoding is undone so the
+//     pre-signed query is sent as issued, plus comp/blockid.
+//
+// # Invariants
+//
 //   - Every call takes a context and is bounded by it; retries never outlive it.
 //   - Only idempotent calls are retried blindly. A register (PUT) is retried too:
 //     a second register only reserves another version id that is never used.
 //   - Tokens and the sig= of pre-signed URLs never reach a log or an error string
-//     (RedactURL).
+//     (RedactURL; SDK and net/http errors, which quote URLs, are converted).
 //   - The package imports no other evofs package.
+//
+// # Locking
+//
+// Client is immutable after New. A transfer's urlHolder.mu serialises URL
+// renewal; Blob.mu guards a Blob's URL and SDK client. Order: urlHolder.mu
+// before Blob.mu; nothing else is held while calling out, except that the
+// renewal call runs under urlHolder.mu (other chunks of that transfer wait
+// for the new URL instead of racing to renew).
 package remote
 
 import (
@@ -62,9 +90,8 @@ type RetryPolicy struct {
 
 // Client talks to one workspace. It is safe for concurrent use.
 type Client struct {
-	cfg Config
-	// implementation fields live in the other files' helpers
-	http       *http.Client
-	noRedirect *http.Client
+	cfg        Config
+	http       *http.Client // API calls and blob transfers
+	noRedirect *http.Client // same transport; never follows redirects (restore's 303)
 	log        *logrus.Entry
 }

@@ -5,6 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -410,5 +415,33 @@ func TestPublishFlows(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("poll timeout took %v", d)
+	}
+}
+
+// TestPresignedQueryKeptAsIssued checks the wire form of blob requests: the
+// pre-signed query string is sent byte for byte, with comp/blockid appended.
+func TestPresignedQueryKeptAsIssued(t *testing.T) {
+	var mu sync.Mutex
+	var queries []string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		queries = append(queries, r.URL.RawQuery)
+		mu.Unlock()
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer hs.Close()
+	c := newEnvClient(t, &emulator.TestServer{URL: hs.URL, Org: uuid.New(), Workspace: uuid.New()}, func(c *Config) {
+		c.BlockSize, c.SinglePutThreshold, c.Concurrency = 4, 4, 1
+	})
+	const q = "sv=2023-08-03&se=2030-01-01T00%3A00%3A00Z&sr=b&sp=wt&rscd=attachment%3B%20filename%2A%3DUTF-8%27%27a%20b&sig=AbC%2Bd%2F%3D"
+	tk := &UploadTicket{FileID: uuid.New(), VersionID: "1", Upload: hs.URL + "/blob/x?" + q}
+	if err := c.Upload(t.Context(), Target{Path: "x"}, tk, bytes.NewReader([]byte("123456")), 6, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{q + "&blockid=" + url.QueryEscape(BlockID(0)) + "&comp=block",
+		q + "&blockid=" + url.QueryEscape(BlockID(4)) + "&comp=block", q + "&comp=blocklist"}
+	if fmt.Sprint(queries) != fmt.Sprint(want) {
+		t.Fatalf("queries\n%q\nwant\n%q", queries, want)
 	}
 }
