@@ -288,7 +288,8 @@ func (q *Queue) Enqueue(j Job) error {
 }
 
 // Take removes a queued job that has not started and hands it (and its
-// staging file) back to the caller. false if none or it is in flight.
+// staging file) back to the caller. false if none or it is in flight (or,
+// after a failed attempt, already registered a version it must resume).
 func (q *Queue) Take(key string) (Job, bool) {
 	q.mu.Lock()
 	list := q.keys[key]
@@ -357,7 +358,7 @@ func (q *Queue) Pending(key string) (JobStatus, bool) {
 
 // Wait blocks until key has no queued or in-flight job, skipping any Delay.
 // It returns the last failure (a *JobError) if the job is failed (and keeps
-// it queued), or ctx's error.
+// it queued), ctx's error, or ErrClosed if the queue closed with the job left.
 func (q *Queue) Wait(ctx context.Context, key string) error {
 	q.mu.Lock()
 	now := time.Now()
@@ -381,6 +382,10 @@ func (q *Queue) Wait(ctx context.Context, key string) error {
 				q.mu.Unlock()
 				return err
 			}
+		}
+		if q.closed && !list[0].active {
+			q.mu.Unlock()
+			return ErrClosed
 		}
 		ch := q.changed
 		q.mu.Unlock()
@@ -424,8 +429,12 @@ func (q *Queue) Drain(ctx context.Context) error {
 				}
 			}
 		}
-		if !busy {
-			err := q.leftLocked("failed")
+		if !busy || q.closed && q.running == 0 {
+			why := "failed"
+			if busy {
+				why = "queue closed"
+			}
+			err := q.leftLocked(why)
 			q.mu.Unlock()
 			return err
 		}

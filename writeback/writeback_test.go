@@ -600,6 +600,13 @@ func TestRestartResumesSameVersion(t *testing.T) {
 	if err := q.Enqueue(Job{Key: "x", Path: "x", Staging: e.stage(nil)}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Enqueue after Close = %v", err)
 	}
+	if err := q.Wait(ctxT(t, 5*time.Second), "big"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Wait after Close = %v", err)
+	}
+	var de *DrainError
+	if err := q.Drain(ctxT(t, 5*time.Second)); !errors.As(err, &de) || len(de.Left) != 1 {
+		t.Fatalf("Drain after Close = %v", err)
+	}
 
 	e.hook.set(func(h *hookPublisher) { h.stallRead = 0 })
 	q = e.open(e.config())
@@ -975,4 +982,38 @@ func TestSecondEditAfterConflictIsAConflictCopyToo(t *testing.T) {
 	}
 	e.expectFile("x.txt", []byte("theirs"))
 	e.expectFile(rs[1].ConflictPath, []byte("ours 2"))
+}
+
+func TestRestartKeepsInFlightAndQueuedInOrder(t *testing.T) {
+	e := newEnv(t, emulator.Options{}, nil)
+	hold := make(chan struct{}) // never closed: Close interrupts the first publish
+	reg := make(chan *remote.UploadTicket, 4)
+	e.hook.set(func(h *hookPublisher) { h.holdReg, h.registered = hold, reg })
+	q := e.open(e.config())
+	first, second := []byte("first"), []byte("second")
+	if err := q.Enqueue(Job{Key: "k", Path: "two.txt", Staging: e.stage(first)}); err != nil {
+		t.Fatal(err)
+	}
+	tk := <-reg
+	if err := q.Enqueue(Job{Key: "k", Path: "two.txt", Staging: e.stage(second)}); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	if n := len(e.journal()); n != 2 {
+		t.Fatalf("journal has %d records, want 2", n)
+	}
+
+	e.hook.set(func(h *hookPublisher) { h.holdReg = nil })
+	q = e.open(e.config())
+	if err := q.Wait(ctxT(t, 20*time.Second), "k"); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := e.expectFile("two.txt", second)
+	rs := e.results()
+	if len(rs) != 2 || rs[0].Meta.VersionID != tk.VersionID || rs[1].Job.FileID != id || rs[1].Job.BaseVersion != tk.VersionID {
+		t.Fatalf("results %+v, first ticket %+v", rs, tk)
+	}
+	if n := e.ts.Requests(emulator.OpUpdateByID); n != 1 {
+		t.Errorf("update-by-id = %d, want 1 (second publish by id)", n)
+	}
 }
