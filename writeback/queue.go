@@ -255,7 +255,7 @@ func (q *Queue) load() error {
 		if r.Seq > q.seq {
 			q.seq = r.Seq
 		}
-		if r.State == StateUploading || r.State == "" {
+		if r.State == StateUploading || r.State == "" || r.State == StatePublished && r.Meta == nil {
 			r.State = StatePending
 		}
 		j := &job{rec: *r, due: now}
