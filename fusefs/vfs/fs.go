@@ -65,6 +65,13 @@ type Config struct {
 	MaxDirRenameBytes int64
 	// SyncClose makes the last close of a written file wait until it is published.
 	SyncClose bool
+	// PollOverlap is how far back each delta poll looks before the newest
+	// change it has seen, so that versions whose upload took a while (their
+	// modified_at is the registration time) are not missed. Default 15 min.
+	PollOverlap time.Duration
+	// FullRelistInterval is a backstop: the whole listing is fetched again
+	// this often (default 1 h); every other poll asks only for changes.
+	FullRelistInterval time.Duration
 	// Writeback configures the publish queue; OnPublished is set by the core.
 	Writeback writeback.Config
 	Logger    *logrus.Entry
@@ -122,6 +129,11 @@ type FS struct {
 	byKey   map[string]*Node
 	gen     uint64 // bumped on each local namespace or content change
 	pollErr string // why the last listing failed ("" = online)
+
+	modMark time.Time // newest modified_at seen
+	delMark time.Time // newest deleted_at seen (or the mount's start)
+
+	lastFull time.Time // last full listing; only Start and the poll goroutine touch it
 }
 
 // New builds the core and its writeback queue (which resumes journaled
@@ -139,6 +151,12 @@ func New(cfg Config, client *remote.Client, c *cache.Cache) (*FS, error) {
 		if _, err := path.Match(p, "x"); err != nil {
 			return nil, fmt.Errorf("local pattern %q: %w", p, err)
 		}
+	}
+	if cfg.PollOverlap == 0 {
+		cfg.PollOverlap = 15 * time.Minute
+	}
+	if cfg.FullRelistInterval == 0 {
+		cfg.FullRelistInterval = time.Hour
 	}
 	if cfg.MaxDirRenameBytes == 0 {
 		cfg.MaxDirRenameBytes = 1 << 30
@@ -199,12 +217,15 @@ func (f *FS) Root() *Node { return f.root }
 // journal, and starts polling. It must be called exactly once after New.
 func (f *FS) Start(ctx context.Context) error {
 	defer f.mu.Unlock() // taken in New
+	f.delMark = time.Now().Add(-f.cfg.PollOverlap)
+	f.lastFull = time.Now()
 	files, err := f.client.ListAll(ctx, remote.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("listing the workspace: %w", err)
 	}
 	for i := range files {
 		f.insertRemoteLocked(&files[i])
+		f.modMark = later(f.modMark, files[i].ModifiedAt.Time)
 	}
 	for _, st := range f.queue.Status() {
 		f.overlayJobLocked(st)
@@ -255,6 +276,13 @@ func splitPath(p string) []string {
 		return nil
 	}
 	return strings.Split(p, "/")
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 type discard struct{}

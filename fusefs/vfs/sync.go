@@ -210,7 +210,14 @@ func (f *FS) pollLoop() {
 		case <-t.C:
 		case <-f.kick:
 		}
-		err := f.Refresh(f.ctx)
+		var err error
+		if time.Since(f.lastFull) >= f.cfg.FullRelistInterval {
+			if err = f.Refresh(f.ctx); err == nil {
+				f.lastFull = time.Now()
+			}
+		} else {
+			err = f.Poll(f.ctx)
+		}
 		if f.ctx.Err() != nil {
 			return
 		}
@@ -230,6 +237,64 @@ func (f *FS) pollLoop() {
 	}
 }
 
+// Poll asks the service only for what changed since the newest change seen
+// (minus PollOverlap): one listing of files modified since then and one of
+// files deleted since then, merged into the tree.
+func (f *FS) Poll(ctx context.Context) error {
+	f.mu.Lock()
+	startGen := f.gen
+	since := f.modMark.Add(-f.cfg.PollOverlap)
+	delSince := f.delMark.Add(-f.cfg.PollOverlap)
+	f.mu.Unlock()
+	changed, err := f.client.ListAll(ctx, remote.ListOptions{ModifiedAt: []remote.TimeFilter{{Op: "gte", At: since}}})
+	if err != nil {
+		return err
+	}
+	deleted, err := f.client.ListAll(ctx, remote.ListOptions{Deleted: true, DeletedAt: []remote.TimeFilter{{Op: "gte", At: delSince}}})
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range deleted {
+		m := &deleted[i]
+		if m.DeletedAt != nil {
+			f.delMark = later(f.delMark, m.DeletedAt.Time)
+		}
+		if n := f.byID[m.FileID]; n != nil {
+			f.removeRemoteLocked(n, startGen)
+		}
+	}
+	for i := range changed {
+		m := &changed[i]
+		f.modMark = later(f.modMark, m.ModifiedAt.Time)
+		if n := f.byID[m.FileID]; n != nil && n.touched > startGen {
+			continue // changed locally while listing; the listing may predate it
+		}
+		f.insertRemoteLocked(m)
+	}
+	return nil
+}
+
+// removeRemoteLocked drops a node whose file was deleted on the service,
+// unless it holds local changes, changed locally since the listing began
+// (startGen), or is parked under a local-only name.
+func (f *FS) removeRemoteLocked(n *Node, startGen uint64) {
+	if n.local != nil || n.touched > startGen || n.removed {
+		return
+	}
+	if remote.FoldPath(n.remotePath) != remote.FoldPath(f.pathLocked(n)) {
+		return
+	}
+	parent := n.parent
+	f.detachLocked(n)
+	f.forgetLocked(n)
+	if parent != nil {
+		f.notifier().EntryDeleted(parent.ino, n.name, n.ino)
+		f.pruneLocked(parent)
+	}
+}
+
 // Refresh lists the workspace and merges it into the tree: new and changed
 // files appear, files deleted on the service disappear (unless they have
 // local changes or changed locally after the listing began).
@@ -246,24 +311,15 @@ func (f *FS) Refresh(ctx context.Context) error {
 	seen := make(map[uuid.UUID]bool, len(files))
 	for i := range files {
 		seen[files[i].FileID] = true
+		f.modMark = later(f.modMark, files[i].ModifiedAt.Time)
 		if n := f.byID[files[i].FileID]; n != nil && n.touched > startGen {
 			continue // changed locally while listing; the listing may predate it
 		}
 		f.insertRemoteLocked(&files[i])
 	}
 	for id, n := range f.byID {
-		if seen[id] || n.local != nil || n.touched > startGen || n.removed {
-			continue
-		}
-		if remote.FoldPath(n.remotePath) != remote.FoldPath(f.pathLocked(n)) {
-			continue // parked under a local-only name; its fate is decided locally
-		}
-		parent := n.parent
-		f.detachLocked(n)
-		f.forgetLocked(n)
-		if parent != nil {
-			f.notifier().EntryDeleted(parent.ino, n.name, n.ino)
-			f.pruneLocked(parent)
+		if !seen[id] {
+			f.removeRemoteLocked(n, startGen)
 		}
 	}
 	return nil
