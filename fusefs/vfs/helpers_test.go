@@ -475,3 +475,28 @@ func wantErr(t testing.TB, what string, err, want error) {
 func join(s []string) string { return strings.Join(s, ",") }
 
 func remoteVersion(v string) remote.VersionID { return remote.VersionID(v) }
+
+// publishes counts register calls (new files and new versions).
+func (e *env) publishes() int {
+	return e.ts.Requests(emulator.OpUpsertByPath) + e.ts.Requests(emulator.OpUpdateByID)
+}
+
+// seed puts files on the service (as another client) before Start.
+func (e *env) seed(files map[string][]byte) {
+	e.t.Helper()
+	for p, d := range files {
+		if _, _, err := e.ts.PutFile(e.ts.Org, e.ts.Workspace, p, d); err != nil {
+			e.t.Fatalf("seed %q: %v", p, err)
+		}
+	}
+}
+
+// newSeeded builds a core over a service already holding files.
+func newSeeded(t testing.TB, o coreOpts, files map[string][]byte) *env {
+	t.Helper()
+	o.noStart = true
+	e := newCore(t, o)
+	e.seed(files)
+	e.start()
+	return e
+}
