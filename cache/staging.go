@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // NewStaging creates an empty private staging file (0600) under Dir.
@@ -141,4 +142,26 @@ func copyPath(src, dst string) error {
 		os.Remove(tmp)
 	}
 	return err
+}
+
+// PruneStaging removes the staging files for which keep returns false
+// (left by a crash before they were closed and journaled) and returns how
+// many it removed. Call it only when no staging file is in use but those
+// keep accepts.
+func (c *Cache) PruneStaging(keep func(path string) bool) (int, error) {
+	ents, err := os.ReadDir(c.stagingDir)
+	if err != nil {
+		return 0, fmt.Errorf("cache: %w", err)
+	}
+	removed := 0
+	for _, e := range ents {
+		p := filepath.Join(c.stagingDir, e.Name())
+		if keep(p) {
+			continue
+		}
+		if err := os.Remove(p); err == nil {
+			removed++
+		}
+	}
+	return removed, nil
 }

@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -227,8 +228,16 @@ func (f *FS) Start(ctx context.Context) error {
 		f.insertRemoteLocked(&files[i])
 		f.modMark = later(f.modMark, files[i].ModifiedAt.Time)
 	}
+	inJournal := map[string]bool{}
 	for _, st := range f.queue.Status() {
 		f.overlayJobLocked(st)
+		inJournal[filepath.Clean(st.Staging)] = true
+	}
+	// Staging files nobody journaled were never closed before a crash: not data anyone was promised.
+	if n, err := f.cache.PruneStaging(func(p string) bool { return inJournal[filepath.Clean(p)] }); err != nil {
+		f.log.WithError(err).Warn("cleaning staging files")
+	} else if n > 0 {
+		f.log.WithField("count", n).Info("removed staging files of writes never closed before the last stop")
 	}
 	if f.cfg.PollInterval > 0 {
 		f.pollWG.Add(1)
