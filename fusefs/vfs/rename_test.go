@@ -147,7 +147,7 @@ func TestFolderRenameMovesAllFiles(t *testing.T) {
 	e.writeFile("D/E/b", b)
 	e.drain()
 	e.writeFile("D/E/c", []byte("unpublished")) // still queued or uploading
-	e.writeFile("D/.x.swp", []byte("swap"))    // local only
+	e.writeFile("D/.x.swp", []byte("swap"))     // local only
 	e.mustRename("D", "X")
 	if got := join(e.names("")); got != "X/" {
 		t.Fatalf("root: %s", got)
