@@ -234,10 +234,7 @@ func (f *FS) reclaimIO(n *Node) error {
 	if loc == nil || !loc.queued {
 		return nil
 	}
-	if _, ok := f.queue.Take(n.key); ok {
-		f.mu.Lock()
-		loc.queued = false
-		f.mu.Unlock()
+	if f.takeBackIO(n, loc) {
 		return nil
 	}
 	file, err := f.cache.NewStaging()
@@ -255,6 +252,20 @@ func (f *FS) reclaimIO(n *Node) error {
 	f.mu.Unlock()
 	old.f.Close()
 	return nil
+}
+
+// takeBackIO takes n's queued publish back from writeback if it has not
+// started, so its staging file may be written again. The content is still
+// unpublished, hence dirty: the next close queues it again. Caller holds n.io.
+func (f *FS) takeBackIO(n *Node, loc *staging) bool {
+	if _, ok := f.queue.Take(n.key); !ok {
+		return false
+	}
+	f.mu.Lock()
+	loc.queued = false
+	loc.dirty = true
+	f.mu.Unlock()
+	return true
 }
 
 // copyFile copies src into dst from offset 0 (in-kernel where possible).

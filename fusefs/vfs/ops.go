@@ -300,11 +300,7 @@ func (f *FS) settleIO(ctx context.Context, n *Node) error {
 		if loc == nil || !loc.queued {
 			return nil
 		}
-		if _, ok := f.queue.Take(n.key); ok {
-			f.mu.Lock()
-			loc.queued = false
-			loc.dirty = true
-			f.mu.Unlock()
+		if f.takeBackIO(n, loc) {
 			return nil
 		}
 		if _, pending := f.queue.Pending(n.key); !pending {
