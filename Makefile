@@ -25,8 +25,11 @@ unit:
 integration:
 	$(GO) test -race -count=1 -p 1 -timeout 12m ./integration/...
 
-bench: build
-	$(GO) run ./cmd/evofs-bench
+# Speed targets as ratios (baseline time / evofs time) measured in one run;
+# one of them: make bench BENCH=Tree20k/find. -p 1: one package's benchmarks at a time.
+BENCH ?= .
+bench:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -p 1 -timeout 30m ./remote/ ./cache/ ./integration/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

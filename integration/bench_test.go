@@ -1,0 +1,820 @@
+package integration
+
+// Speed targets of the mount, each measured against its baseline in the same
+// run (run them with `make bench`, or one of them with e.g.
+// `go test -run '^$' -bench 'Tree20k/find' -benchtime 1x ./integration/`).
+//
+// Every benchmark reports "ratio" = baseline time / evofs time for the same
+// work (so >= 1 means evofs is as fast as the baseline; the aims below are
+// targets to read, not assertions), plus the absolute figures it is made of
+// (MB/s, files/s, seconds, request counts, MiB). Heavy setup (seeding the
+// service, local copies) happens once per benchmark function, outside the
+// timed sections, and only when the benchmark is selected with -bench.
+//
+// Fairness rules: timed sections read into a reused buffer and never hash or
+// compare (correctness is checked untimed right after); the page cache is
+// written back and dropped (/proc/sys/vm/drop_caches, root only) before each
+// side of a comparison that reads from disk; baselines use a client with the
+// mount's own client settings; loopback baselines are go-fuse loopback mounts
+// with the mount's kernel cache lifetimes, so both sides pay the same FUSE
+// round trips.
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"evofs/remote"
+	"evofs/remote/emulator"
+)
+
+const (
+	mib = 1 << 20
+	// writebackTransfers is writeback.Config.Transfers' default: the number
+	// of parallel publishes of a mount, used as the baseline's parallelism.
+	writebackTransfers = 4
+	// readBuf is the user buffer of sequential reads (all sides).
+	readBuf = 1 * mib
+)
+
+// ---------------------------------------------------------------------------
+// 1 and 3: sequential reads.
+
+// BenchmarkRead512MiB: a 512 MiB file read sequentially through the mount.
+//   - cold: fresh cache (a new mount each iteration) vs a direct parallel
+//     Client.Download of the same download URL into a local file. Aim >= 0.8.
+//   - warm: fully cached, page cache dropped, vs reading a local copy of the
+//     same bytes with the page cache dropped. Aim >= 0.5.
+func BenchmarkRead512MiB(b *testing.B) {
+	requireFUSE(b)
+	ts, data := seedFile(b, "data/seq-512.bin", 512*mib, 51)
+	b.Run("cold", func(b *testing.B) { benchColdRead(b, ts, "data/seq-512.bin", data, 0.8) })
+	b.Run("warm", func(b *testing.B) { benchWarmRead(b, ts, "data/seq-512.bin", data, 0.5) })
+}
+
+// BenchmarkColdRead1GiB: cold sequential read of a 1 GiB file vs a direct
+// parallel download of the same URL into a local file. Aim >= 0.9.
+func BenchmarkColdRead1GiB(b *testing.B) {
+	requireFUSE(b)
+	ts, data := seedFile(b, "data/seq-1g.bin", 1024*mib, 52)
+	benchColdRead(b, ts, "data/seq-1g.bin", data, 0.9)
+}
+
+// seedFile puts size reproducible random bytes at p on a fresh in-memory service.
+func seedFile(b *testing.B, p string, size int, seed int64) (*emulator.TestServer, []byte) {
+	b.Helper()
+	ts := emulator.NewTestServer(b, emulator.Options{MaxBlobSize: 2 << 30})
+	data := randomBytes(seed, size)
+	if _, _, err := ts.PutFile(ts.Org, ts.Workspace, p, data); err != nil {
+		b.Fatal(err)
+	}
+	return ts, data
+}
+
+func benchColdRead(b *testing.B, ts *emulator.TestServer, p string, data []byte, aim float64) {
+	requireDropCaches(b)
+	ctx := context.Background()
+	c := benchClient(b, ts)
+	meta, err := c.GetByPath(ctx, p, remote.GetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	local := filepath.Join(b.TempDir(), "direct.bin")
+	buf := make([]byte, readBuf)
+	var tMount, tDirect time.Duration
+	first := true
+	iters := 0
+	for b.Loop() {
+		iters++
+		// Baseline: parallel ranged GETs into a local file.
+		f, err := os.OpenFile(local, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dropCaches(b, 1)
+		tDirect += timed(func() {
+			if err := c.Download(ctx, c.NewBlob(meta), f, 0, meta.Size, nil); err != nil {
+				b.Fatal(err)
+			}
+		})
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+
+		// Subject: a fresh mount (empty cache), read from the first byte.
+		m := mountOn(b, ts, mountOpts{})
+		dropCaches(b, 1)
+		var n int64
+		tMount += timed(func() { n = readSeq(b, m.path(p), buf) })
+		if n != int64(len(data)) {
+			b.Fatalf("read %d bytes through the mount, want %d", n, len(data))
+		}
+		if first {
+			first = false
+			compareFile(b, m.path(p), data)
+			compareFile(b, local, data)
+		}
+		m.unmount()
+	}
+	reportRead(b, iters, "cold read", len(data), tMount, tDirect, "direct", aim)
+}
+
+func benchWarmRead(b *testing.B, ts *emulator.TestServer, p string, data []byte, aim float64) {
+	requireDropCaches(b)
+	m := mountOn(b, ts, mountOpts{})
+	compareFile(b, m.path(p), data) // fills the cache
+	local := filepath.Join(b.TempDir(), "local.bin")
+	writeFile(b, local, data)
+	ts.ResetRequests()
+	buf := make([]byte, readBuf)
+	var tMount, tLocal time.Duration
+	iters := 0
+	for b.Loop() {
+		iters++
+		dropCaches(b, 1)
+		tLocal += timed(func() { readSeq(b, local, buf) })
+		dropCaches(b, 1)
+		tMount += timed(func() { readSeq(b, m.path(p), buf) })
+	}
+	if n := ts.Requests(emulator.OpGetBlob); n != 0 {
+		b.Errorf("warm reads made %d blob requests", n)
+	}
+	reportRead(b, iters, "warm read", len(data), tMount, tLocal, "local", aim)
+}
+
+func reportRead(b *testing.B, iters int, what string, size int, tMount, tBase time.Duration, base string, aim float64) {
+	n := float64(iters)
+	mb := mbps(int64(size)*int64(iters), tMount)
+	bb := mbps(int64(size)*int64(iters), tBase)
+	b.ReportMetric(mb, "mount-MB/s")
+	b.ReportMetric(bb, base+"-MB/s")
+	r := tBase.Seconds() / tMount.Seconds()
+	b.ReportMetric(r, "ratio")
+	b.Logf("%s %d MiB: mount %.0f MB/s, %s %.0f MB/s, ratio %.2f (aim >= %.1f), %d iteration(s)",
+		what, size/mib, mb, base, bb, r, aim, int(n))
+}
+
+// ---------------------------------------------------------------------------
+// 2: write + publish.
+
+// BenchmarkWritePublish512MiB: create and write a 512 MiB file through the
+// mount, close it and wait until it is published, vs Client.Publish of the
+// same bytes (register, upload, wait until visible). Aim >= 0.7.
+func BenchmarkWritePublish512MiB(b *testing.B) {
+	requireFUSE(b)
+	const size = 512 * mib
+	ts := emulator.NewTestServer(b, emulator.Options{})
+	data := randomBytes(53, size)
+	c := benchClient(b, ts)
+	m := mountOn(b, ts, mountOpts{})
+	ctx := context.Background()
+	var tMount, tDirect time.Duration
+	iters := 0
+	for b.Loop() {
+		iters++
+		direct, viaMount := fmt.Sprintf("direct-%d.bin", iters), fmt.Sprintf("mount-%d.bin", iters)
+		syncDisks()
+		tDirect += timed(func() {
+			if _, err := c.Publish(ctx, remote.Target{Path: direct}, bytes.NewReader(data), size, remote.PublishOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		})
+		syncDisks()
+		tMount += timed(func() {
+			f, err := os.Create(m.path(viaMount))
+			if err != nil {
+				b.Fatal(err)
+			}
+			for off := 0; off < size; off += readBuf {
+				if _, err := f.Write(data[off : off+readBuf]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := f.Close(); err != nil {
+				b.Fatal(err)
+			}
+			drainFor(b, m, 5*time.Minute)
+		})
+		for _, p := range []string{direct, viaMount} {
+			got, _, _, err := ts.ReadFile(ts.Org, ts.Workspace, p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			mustEqual(b, p+" on the service", got, data)
+		}
+	}
+	mb, db := mbps(size*int64(iters), tMount), mbps(size*int64(iters), tDirect)
+	r := tDirect.Seconds() / tMount.Seconds()
+	b.ReportMetric(mb, "mount-MB/s")
+	b.ReportMetric(db, "direct-MB/s")
+	b.ReportMetric(r, "ratio")
+	b.Logf("write+publish 512 MiB: mount %.0f MB/s, direct Publish %.0f MB/s, ratio %.2f (aim >= 0.7)", mb, db, r)
+}
+
+// ---------------------------------------------------------------------------
+// 4: random 4 KiB reads.
+
+// BenchmarkRandomRead4K: preads of 4 KiB at reproducible random 4 KiB-aligned
+// offsets of a fully cached 256 MiB file through the mount vs the same reads
+// through a go-fuse loopback mount of a local copy; page cache dropped before
+// each side. Aim >= 0.8.
+func BenchmarkRandomRead4K(b *testing.B) {
+	requireFUSE(b)
+	requireDropCaches(b)
+	const (
+		size  = 256 * mib
+		block = 4 << 10
+		reads = 20000
+	)
+	ts, data := seedFile(b, "data/random.bin", size, 54)
+	m := mountOn(b, ts, mountOpts{})
+	compareFile(b, m.path("data/random.bin"), data) // fills the cache
+	localDir := b.TempDir()
+	writeFile(b, filepath.Join(localDir, "random.bin"), data)
+	lo := loopbackMount(b, localDir)
+
+	rng := rand.New(rand.NewPCG(4, 4096))
+	offs := make([]int64, reads)
+	for i := range offs {
+		offs[i] = rng.Int64N(size/block) * block
+	}
+	run := func(p string) time.Duration {
+		f, err := os.Open(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		buf := make([]byte, block)
+		dropCaches(b, 1)
+		start := time.Now()
+		for _, off := range offs {
+			if _, err := f.ReadAt(buf, off); err != nil {
+				b.Fatal(err)
+			}
+			// 4 KiB memcmp is noise next to a FUSE round trip; same on both sides.
+			if !bytes.Equal(buf, data[off:off+block]) {
+				b.Fatalf("%s: wrong bytes at %d", p, off)
+			}
+		}
+		return time.Since(start)
+	}
+	ts.ResetRequests()
+	var tMount, tLoop time.Duration
+	iters := 0
+	for b.Loop() {
+		iters++
+		tLoop += run(filepath.Join(lo, "random.bin"))
+		tMount += run(m.path("data/random.bin"))
+	}
+	if n := ts.Requests(emulator.OpGetBlob); n != 0 {
+		b.Errorf("cached random reads made %d blob requests", n)
+	}
+	n := float64(iters * reads)
+	mu, lu := tMount.Seconds()*1e6/n, tLoop.Seconds()*1e6/n
+	r := tLoop.Seconds() / tMount.Seconds()
+	b.ReportMetric(mu, "mount-µs/read")
+	b.ReportMetric(lu, "loopback-µs/read")
+	b.ReportMetric(r, "ratio")
+	b.Logf("random 4 KiB preads (%d): mount %.1f µs/read, loopback %.1f µs/read, ratio %.2f (aim >= 0.8)", reads, mu, lu, r)
+}
+
+// ---------------------------------------------------------------------------
+// 5: tree walks.
+
+// BenchmarkTree20k walks 20,000 files in 2,000 folders (40 top folders, each
+// with 49 subfolders; 10 files in every folder).
+//   - ls-lR: WalkDir + Lstat of every entry, warm evofs vs a loopback mount
+//     of the same tree. Aim >= 0.5.
+//   - find: WalkDir names only, same comparison. Aim >= 0.5.
+//   - cold: mount (which lists the workspace) + first ls-lR walk of a fresh
+//     mount, in seconds (aim < 2 s); ratio against a fresh loopback mount
+//     walked with the kernel's dentry, inode and page caches dropped.
+//
+// Warm walks drop the kernel's dentries and inodes first (drop_caches 2), so
+// both sides answer every LOOKUP/GETATTR/READDIR themselves rather than the
+// kernel from its caches; warm-requests counts the service requests made by
+// the evofs walk (want 0).
+func BenchmarkTree20k(b *testing.B) {
+	requireFUSE(b)
+	requireDropCaches(b)
+	const top, sub, files = 40, 49, 10
+	ts := emulator.NewTestServer(b, emulator.Options{})
+	localDir := b.TempDir()
+	var dirs []string
+	for t := range top {
+		d := fmt.Sprintf("t%02d", t)
+		dirs = append(dirs, d)
+		for s := range sub {
+			dirs = append(dirs, fmt.Sprintf("%s/s%02d", d, s))
+		}
+	}
+	seedStart := time.Now()
+	for _, d := range dirs {
+		if err := os.MkdirAll(filepath.Join(localDir, d), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		for f := range files {
+			p := fmt.Sprintf("%s/f%d.txt", d, f)
+			body := []byte(p + "\n")
+			if _, _, err := ts.PutFile(ts.Org, ts.Workspace, p, body); err != nil {
+				b.Fatal(err)
+			}
+			writeFile(b, filepath.Join(localDir, p), body)
+		}
+	}
+	wantEntries := 1 + len(dirs) + len(dirs)*files
+	b.Logf("seeded %d folders, %d files in %v", len(dirs), len(dirs)*files, time.Since(seedStart).Round(time.Millisecond))
+
+	check := func(what string, n int) {
+		if n != wantEntries {
+			b.Fatalf("%s walked %d entries, want %d", what, n, wantEntries)
+		}
+	}
+	warm := func(b *testing.B, what string, walk func(testing.TB, string) int) {
+		m := mountOn(b, ts, mountOpts{})
+		lo := loopbackMount(b, localDir)
+		check(what+" (warm-up, mount)", walk(b, m.dir))
+		check(what+" (warm-up, loopback)", walk(b, lo))
+		var tMount, tLoop time.Duration
+		var reqs int
+		iters := 0
+		for b.Loop() {
+			iters++
+			dropCaches(b, 2)
+			start := time.Now()
+			check(what+" (loopback)", walk(b, lo))
+			tLoop += time.Since(start)
+			dropCaches(b, 2)
+			ts.ResetRequests()
+			start = time.Now()
+			check(what+" (mount)", walk(b, m.dir))
+			tMount += time.Since(start)
+			reqs += ts.Requests(emulator.OpAny)
+		}
+		n := float64(iters)
+		r := tLoop.Seconds() / tMount.Seconds()
+		b.ReportMetric(tMount.Seconds()/n, "mount-s")
+		b.ReportMetric(tLoop.Seconds()/n, "loopback-s")
+		b.ReportMetric(float64(wantEntries)*n/tMount.Seconds(), "mount-entries/s")
+		b.ReportMetric(float64(reqs)/n, "warm-requests")
+		b.ReportMetric(r, "ratio")
+		b.Logf("warm %s of %d entries: mount %.3f s, loopback %.3f s, ratio %.2f (aim >= 0.5), %d service requests",
+			what, wantEntries, tMount.Seconds()/n, tLoop.Seconds()/n, r, reqs/iters)
+	}
+	b.Run("ls-lR", func(b *testing.B) { warm(b, "ls -lR", walkLstat) })
+	b.Run("find", func(b *testing.B) { warm(b, "find", walkNames) })
+	b.Run("cold", func(b *testing.B) {
+		var tMount, tLoop time.Duration
+		var reqs int
+		iters := 0
+		for b.Loop() {
+			iters++
+			dropCaches(b, 3)
+			start := time.Now()
+			lo := loopbackMount(b, localDir)
+			check("ls -lR (cold loopback)", walkLstat(b, lo))
+			tLoop += time.Since(start)
+
+			ts.ResetRequests()
+			start = time.Now()
+			m := mountOn(b, ts, mountOpts{}) // lists the workspace
+			check("ls -lR (cold mount)", walkLstat(b, m.dir))
+			tMount += time.Since(start)
+			reqs += ts.Requests(emulator.OpAny)
+			m.unmount()
+		}
+		n := float64(iters)
+		r := tLoop.Seconds() / tMount.Seconds()
+		b.ReportMetric(tMount.Seconds()/n, "cold-s")
+		b.ReportMetric(tLoop.Seconds()/n, "loopback-cold-s")
+		b.ReportMetric(float64(reqs)/n, "cold-requests")
+		b.ReportMetric(r, "ratio")
+		b.Logf("cold mount + ls -lR of %d entries: %.3f s (aim < 2 s), %d service requests; cold loopback %.3f s, ratio %.2f",
+			wantEntries, tMount.Seconds()/n, reqs/iters, tLoop.Seconds()/n, r)
+	})
+}
+
+// walkLstat is `ls -lR`: every entry's attributes.
+func walkLstat(tb testing.TB, root string) int {
+	n := 0
+	err := filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if _, err := d.Info(); err != nil {
+			return err
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// walkNames is `find`: names (and d_type) only.
+func walkNames(tb testing.TB, root string) int {
+	n := 0
+	err := filepath.WalkDir(root, func(_ string, _ fs.DirEntry, err error) error {
+		n++
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// ---------------------------------------------------------------------------
+// 6: memory of a large copy.
+
+// BenchmarkCopy4GiBPeakRSS copies a 4 GiB file out of a fresh mount into
+// /dev/null and reports how much the process's peak RSS (VmHWM, reset just
+// before) grew: aim < 256 MiB. The service keeps blobs on disk (DataDir) and
+// is seeded by streaming generated bytes, so neither the service nor the
+// seed sits in RSS. The same is measured around a direct Client.Download of
+// the same URL into a discarding io.WriterAt; ratio = direct time / mount
+// time of the copy (throughput, for context; the aim is on the RSS).
+func BenchmarkCopy4GiBPeakRSS(b *testing.B) {
+	requireFUSE(b)
+	requireDropCaches(b)
+	const size = 4096 * mib
+	ts := emulator.NewTestServer(b, emulator.Options{DataDir: b.TempDir()})
+	c := benchClient(b, ts)
+	ctx := context.Background()
+	gen := genReaderAt{seed: 0x5eed}
+	seedStart := time.Now()
+	meta, err := c.Publish(ctx, remote.Target{Path: "data/big-4g.bin"}, gen, size, remote.PublishOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("seeded 4 GiB through the API in %v", time.Since(seedStart).Round(time.Millisecond))
+	buf := make([]byte, readBuf)
+	var tMount, tDirect time.Duration
+	var growMount, growDirect int64
+	iters := 0
+	for b.Loop() {
+		iters++
+		dropCaches(b, 1)
+		base := resetPeakRSS(b)
+		tDirect += timed(func() {
+			if err := c.Download(ctx, c.NewBlob(meta), discardAt{}, 0, size, nil); err != nil {
+				b.Fatal(err)
+			}
+		})
+		growDirect = max(growDirect, peakRSS(b)-base)
+
+		m := mountOn(b, ts, mountOpts{})
+		p := m.path("data/big-4g.bin")
+		dropCaches(b, 1)
+		base = resetPeakRSS(b)
+		tMount += timed(func() {
+			in, err := os.Open(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err := io.CopyBuffer(out, struct{ io.Reader }{in}, buf) // no splice: a plain read/write loop
+			if err != nil || n != size {
+				b.Fatalf("copy: %d bytes, %v", n, err)
+			}
+			in.Close()
+			out.Close()
+		})
+		growMount = max(growMount, peakRSS(b)-base)
+		checkSamples(b, p, gen, size)
+		m.unmount()
+	}
+	r := tDirect.Seconds() / tMount.Seconds()
+	b.ReportMetric(float64(growMount)/mib, "peak-rss-growth-MiB")
+	b.ReportMetric(float64(growDirect)/mib, "direct-peak-rss-growth-MiB")
+	b.ReportMetric(mbps(size*int64(iters), tMount), "mount-MB/s")
+	b.ReportMetric(mbps(size*int64(iters), tDirect), "direct-MB/s")
+	b.ReportMetric(r, "ratio")
+	b.Logf("4 GiB copy out of the mount: peak RSS +%d MiB (aim < 256), %.0f MB/s; direct download: +%d MiB, %.0f MB/s; ratio %.2f",
+		growMount/mib, mbps(size*int64(iters), tMount), growDirect/mib, mbps(size*int64(iters), tDirect), r)
+}
+
+// genReaderAt yields reproducible pseudo-random bytes of any length without
+// holding them: byte i is byte i%8 of mix(seed + i/8).
+type genReaderAt struct{ seed uint64 }
+
+func mix64(x uint64) uint64 { // splitmix64 finaliser
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+func (g genReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	for i := 0; i < len(p); {
+		pos := uint64(off) + uint64(i)
+		w := mix64(g.seed + pos/8)
+		if pos%8 == 0 && len(p)-i >= 8 {
+			binary.LittleEndian.PutUint64(p[i:], w)
+			i += 8
+			continue
+		}
+		p[i] = byte(w >> (8 * (pos % 8)))
+		i++
+	}
+	return len(p), nil
+}
+
+// checkSamples compares 16 reproducible 1 MiB ranges (and the last bytes) of
+// p with the generator.
+func checkSamples(b *testing.B, p string, gen genReaderAt, size int64) {
+	f, err := os.Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	rng := rand.New(rand.NewPCG(6, 6))
+	got, want := make([]byte, mib), make([]byte, mib)
+	offs := []int64{0, size - mib}
+	for range 16 {
+		offs = append(offs, rng.Int64N(size-mib))
+	}
+	for _, off := range offs {
+		if _, err := f.ReadAt(got, off); err != nil {
+			b.Fatal(err)
+		}
+		gen.ReadAt(want, off)
+		if !bytes.Equal(got, want) {
+			b.Fatalf("%s: wrong bytes in [%d, %d)", p, off, off+mib)
+		}
+	}
+}
+
+type discardAt struct{}
+
+func (discardAt) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
+
+// resetPeakRSS returns memory the Go runtime holds but does not use, resets
+// VmHWM to the current RSS and returns that RSS in bytes.
+func resetPeakRSS(b *testing.B) int64 {
+	runtime.GC()
+	debug.FreeOSMemory()
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Fatalf("resetting the peak RSS: %v", err)
+	}
+	return procStatus(b, "VmHWM:")
+}
+
+func peakRSS(b *testing.B) int64 { return procStatus(b, "VmHWM:") }
+
+// procStatus reads a "kB" field of /proc/self/status in bytes.
+func procStatus(b *testing.B, field string) int64 {
+	st, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if rest, ok := strings.CutPrefix(line, field); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				b.Fatalf("%s: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	b.Fatalf("no %s in /proc/self/status", field)
+	return 0
+}
+
+// ---------------------------------------------------------------------------
+// 7: many small files.
+
+// BenchmarkCreate1000Small: create 1,000 files of 4 KiB through the mount
+// (one writer, like an untar) until all are published, vs 1,000 direct
+// Client.Publish calls on writebackTransfers goroutines (the mount's publish
+// parallelism). Aim: ratio reported, higher is better.
+func BenchmarkCreate1000Small(b *testing.B) {
+	requireFUSE(b)
+	const files, size = 1000, 4 << 10
+	ts := emulator.NewTestServer(b, emulator.Options{})
+	c := benchClient(b, ts)
+	m := mountOn(b, ts, mountOpts{})
+	ctx := context.Background()
+	bodies := make([][]byte, files)
+	for i := range bodies {
+		bodies[i] = randomBytes(int64(7000+i), size)
+	}
+	var tMount, tDirect time.Duration
+	iters := 0
+	for b.Loop() {
+		iters++
+		directDir, mountDir := fmt.Sprintf("direct-%d", iters), fmt.Sprintf("mount-%d", iters)
+		syncDisks()
+		tDirect += timed(func() {
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			errs := make(chan error, writebackTransfers)
+			for range writebackTransfers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := int(next.Add(1) - 1); i < files; i = int(next.Add(1) - 1) {
+						t := remote.Target{Path: fmt.Sprintf("%s/f%04d.bin", directDir, i)}
+						if _, err := c.Publish(ctx, t, bytes.NewReader(bodies[i]), size, remote.PublishOptions{}); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		})
+		syncDisks()
+		tMount += timed(func() {
+			if err := os.Mkdir(m.path(mountDir), 0o755); err != nil {
+				b.Fatal(err)
+			}
+			for i, body := range bodies {
+				writeFile(b, m.path(fmt.Sprintf("%s/f%04d.bin", mountDir, i)), body)
+			}
+			drainFor(b, m, 5*time.Minute)
+		})
+		for i, body := range bodies {
+			for _, d := range []string{directDir, mountDir} {
+				p := fmt.Sprintf("%s/f%04d.bin", d, i)
+				got, _, _, err := ts.ReadFile(ts.Org, ts.Workspace, p)
+				if err != nil {
+					b.Fatal(err)
+				}
+				mustEqual(b, p+" on the service", got, body)
+			}
+		}
+	}
+	fm, fd := float64(files*iters)/tMount.Seconds(), float64(files*iters)/tDirect.Seconds()
+	r := tDirect.Seconds() / tMount.Seconds()
+	b.ReportMetric(fm, "mount-files/s")
+	b.ReportMetric(fd, "direct-files/s")
+	b.ReportMetric(r, "ratio")
+	b.Logf("create+publish %d × 4 KiB: mount %.0f files/s, direct Publish ×%d %.0f files/s, ratio %.2f",
+		files, fm, writebackTransfers, fd, r)
+}
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+// benchClient is a client of ts with the settings mountOn gives the mount's
+// client, for baselines.
+func benchClient(tb testing.TB, ts *emulator.TestServer) *remote.Client {
+	tb.Helper()
+	c, err := remote.New(remote.Config{
+		BaseURL: ts.URL, Org: ts.Org, Workspace: ts.Workspace, Tokens: remote.StaticToken(ts.Token),
+		PollMin: 5 * time.Millisecond, PollMax: 100 * time.Millisecond,
+		Retry: remote.RetryPolicy{MaxAttempts: 5, MinDelay: 5 * time.Millisecond, MaxDelay: 100 * time.Millisecond},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// loopbackMount mounts a go-fuse loopback of dir with the kernel cache
+// lifetimes fusefs.Mount uses and returns the mount point; unmounted at cleanup.
+func loopbackMount(tb testing.TB, dir string) string {
+	tb.Helper()
+	root, err := gofs.NewLoopbackRoot(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	mnt := tb.TempDir()
+	ttl := time.Second
+	neg := time.Duration(0)
+	server, err := gofs.Mount(mnt, root, &gofs.Options{
+		MountOptions: fuse.MountOptions{FsName: "loopback", Name: "loopback", DirectMount: os.Geteuid() == 0, MaxWrite: 1 << 20},
+		EntryTimeout: &ttl, AttrTimeout: &ttl, NegativeTimeout: &neg,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for server.Unmount() != nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond) // EBUSY: nothing to wait on but time
+		}
+		server.Wait()
+	})
+	return mnt
+}
+
+// requireDropCaches skips unless this process may drop the kernel's caches.
+func requireDropCaches(tb testing.TB) {
+	tb.Helper()
+	f, err := os.OpenFile("/proc/sys/vm/drop_caches", os.O_WRONLY, 0)
+	if err != nil {
+		tb.Skipf("needs to drop the page cache for a fair comparison: %v", err)
+	}
+	f.Close()
+}
+
+// dropCaches writes dirty pages back, then drops the kernel's clean caches:
+// what=1 the page cache, 2 dentries and inodes, 3 both.
+func dropCaches(tb testing.TB, what int) {
+	tb.Helper()
+	syncDisks()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte(strconv.Itoa(what)), 0); err != nil {
+		tb.Fatalf("drop caches: %v", err)
+	}
+}
+
+// syncDisks writes dirty pages back so an earlier phase's writeback does not
+// compete with the next timed one.
+func syncDisks() { unix.Sync() }
+
+// readSeq reads p from start to end into buf and returns the byte count.
+func readSeq(tb testing.TB, p string, buf []byte) int64 {
+	f, err := os.Open(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	var n int64
+	for {
+		k, err := f.Read(buf)
+		n += int64(k)
+		if err == io.EOF {
+			return n
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// compareFile reads p sequentially and compares it with want.
+func compareFile(tb testing.TB, p string, want []byte) {
+	tb.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, readBuf)
+	var off int
+	for {
+		k, err := io.ReadFull(f, buf)
+		if k > 0 {
+			if off+k > len(want) || !bytes.Equal(buf[:k], want[off:off+k]) {
+				tb.Fatalf("%s differs in [%d, %d)", p, off, off+k)
+			}
+			off += k
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if off != len(want) {
+		tb.Fatalf("%s: %d bytes, want %d", p, off, len(want))
+	}
+}
+
+// drainFor waits until everything the mount has pending is published.
+func drainFor(tb testing.TB, m *testMount, d time.Duration) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := m.core.Drain(ctx); err != nil {
+		tb.Fatalf("drain: %v", err)
+	}
+}
+
+func timed(fn func()) time.Duration {
+	start := time.Now()
+	fn()
+	return time.Since(start)
+}
+
+func mbps(n int64, d time.Duration) float64 { return float64(n) / 1e6 / d.Seconds() }
