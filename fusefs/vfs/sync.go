@@ -176,6 +176,7 @@ func (f *FS) onPublished(r writeback.Result) {
 			n.blob = f.client.NewBlob(r.Meta)
 		}
 	}
+	f.dropCleanLocalLocked(n) // an unmodified copy of what was just published
 	n.localVer = r.Meta.VersionID
 	n.openVer = n.version // the kernel's pages already hold these bytes
 }
