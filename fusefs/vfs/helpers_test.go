@@ -34,6 +34,7 @@ import (
 // coreOpts tunes one test core.
 type coreOpts struct {
 	delay         time.Duration // writeback delay
+	poll          time.Duration // listing poll interval (0 = none; tests call refresh)
 	readOnly      bool
 	syncClose     bool
 	maxDirRename  int64
@@ -104,7 +105,7 @@ func newCore(t testing.TB, o coreOpts) *env {
 		t.Fatal(err)
 	}
 	core, err := New(Config{
-		UID: 1000, GID: 1000, ReadOnly: o.readOnly, SyncClose: o.syncClose,
+		UID: 1000, GID: 1000, ReadOnly: o.readOnly, SyncClose: o.syncClose, PollInterval: o.poll,
 		MaxDirRenameBytes: o.maxDirRename, LocalPatterns: o.localPatterns,
 		Writeback: writeback.Config{Dir: filepath.Join(dir, "journal"), Delay: o.delay,
 			RetryMin: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond},
