@@ -501,3 +501,7 @@ func newSeeded(t testing.TB, o coreOpts, files map[string][]byte) *env {
 	e.start()
 	return e
 }
+
+func timeoutCtx(t testing.TB, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
