@@ -253,7 +253,11 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (Grant, bo
 		writeProblem(w, 401, "/auth/missing-token", "", "A bearer token is required.")
 		return Grant{}, false
 	}
-	if len(s.tokens) == 0 {
+	if s.verify != nil {
+		if g, ok := s.verify(tok); ok {
+			return g, true
+		}
+	} else if len(s.tokens) == 0 {
 		return Grant{User: LocalUser, Role: RoleEditor}, true
 	}
 	g, ok := s.tokens[tok]

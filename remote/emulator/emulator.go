@@ -14,6 +14,9 @@
 //   - Storage: in memory, or under Options.DataDir (blobs as files written
 //     temp+fsync+rename, metadata as an append-only fsynced JSON-lines log that
 //     is replayed on start and tolerates a torn last line).
+//   - Sign-in and discovery (ims.go, workspaces.go): an IMS-like issuer with
+//     Discovery on its own handler, whose expiring tokens a hub accepts through
+//     Options.Verify, and the Workspaces API list on the hub.
 //   - Test hooks: fault injection, request counters, URL expiry, publish delay,
 //     direct seeding (PutFile/ReadFile/DeleteFile).
 //
@@ -94,6 +97,10 @@ type Options struct {
 	RestoreSeeOther   bool             // restore answers 303 + metadata instead of 204
 	Logger            *logrus.Entry    // request log; nil = silent
 	Seed              int64            // seed of the FailRate generator; 0 = 1
+	// Verify, when set, is asked first about every bearer token (e.g.
+	// IMS.Verify); Tokens are still accepted, and no token is accepted
+	// without one of the two.
+	Verify func(token string) (Grant, bool)
 }
 
 // Op names an operation for fault injection and counters.
@@ -154,6 +161,7 @@ type Server struct {
 	numeric  bool
 	seeOther bool
 	tokens   map[string]Grant
+	verify   func(string) (Grant, bool)
 	store    blobStore
 	meta     *metaLog // nil in memory mode
 
@@ -164,6 +172,7 @@ type Server struct {
 	key        []byte // SAS signing key; guarded by mu
 	lastVID    int64  // guarded by mu
 	workspaces map[[2]uuid.UUID]*workspace
+	named      map[[2]uuid.UUID]namedWorkspace // Workspaces API names; guarded by mu
 	closed     bool
 
 	fmu      sync.Mutex
@@ -182,6 +191,7 @@ func New(o Options) (*Server, error) {
 		maxBlob:    o.MaxBlobSize,
 		numeric:    o.NumericVersionIDs,
 		seeOther:   o.RestoreSeeOther,
+		verify:     o.Verify,
 		ttl:        o.URLTTL,
 		delay:      o.PublishDelay,
 		nowFn:      o.Now,
@@ -392,7 +402,10 @@ func redactedURI(r *http.Request) string {
 // and applying any injected fault.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rt := s.route(r)
+	rt, ok := s.workspaceRoute(r)
+	if !ok {
+		rt = s.route(r)
+	}
 	f, faulted := s.countAndFault(rt.op)
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
