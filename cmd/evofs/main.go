@@ -3,6 +3,9 @@
 //	evofs mount [flags] MOUNTPOINT   mount a workspace (the embedded local service without --host)
 //	evofs serve [flags]              run the local File API service
 //	evofs status [--json] MOUNTPOINT show pending publishes of a mount
+//	evofs login --client-id ID       sign in to Evo (browser, PKCE); keeps a refresh token
+//	evofs logout                     forget the saved sign-in
+//	evofs workspaces                 list the organisations, hubs and workspaces you can mount
 //
 // Only this package reads flags and the environment and configures logging;
 // the libraries take explicit configuration.
@@ -29,6 +32,12 @@ func main() {
 		err = runServe(os.Args[2:])
 	case "status":
 		err = runStatus(os.Args[2:])
+	case "login":
+		err = runLogin(os.Args[2:])
+	case "logout":
+		err = runLogout(os.Args[2:])
+	case "workspaces":
+		err = runWorkspaces(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -45,9 +54,12 @@ func main() {
 
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
-  evofs mount [flags] MOUNTPOINT    mount a workspace (without --host: the embedded local service)
+  evofs mount [flags] MOUNTPOINT    mount a workspace (signed in: found through Discovery; else the embedded local service)
   evofs serve [flags]               run the local File API service
   evofs status [--json] MOUNTPOINT  show what a mount still has to publish
+  evofs login --client-id ID        sign in to Evo in a browser; the sign-in lasts until revoked
+  evofs logout                      forget the saved sign-in
+  evofs workspaces                  list the organisations, hubs and workspaces you can mount
 Run "evofs <command> -h" for the flags of a command.
 `)
 }

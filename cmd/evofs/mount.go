@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,7 +35,7 @@ var (
 )
 
 type mountFlags struct {
-	host, org, workspace, tokenFile   string
+	host, org, workspace              string
 	cacheDir, localData, logLevel     string
 	readOnly, syncClose, allowOther   bool
 	debugFuse                         bool
@@ -45,15 +46,27 @@ type mountFlags struct {
 	cacheSize                         int64
 	maxDirRename                      int64
 	localPatterns                     string
+
+	signin          signinFlags
+	profile, config string
+	local, daemon   bool
+	logFile         string
+	umask           string
 }
 
-func parseMountFlags(args []string) (*mountFlags, string, error) {
-	fl := flag.NewFlagSet("mount", flag.ExitOnError)
-	m := &mountFlags{}
-	fl.StringVar(&m.host, "host", "", "hub URL of the File API (default: the embedded local service)")
-	fl.StringVar(&m.org, "org", "", "organisation UUID")
-	fl.StringVar(&m.workspace, "workspace", "", "workspace UUID")
-	fl.StringVar(&m.tokenFile, "token-file", "", "file holding the bearer token, re-read when it is refused (default: $EVO_TOKEN)")
+// defineMountFlags declares the mount flags on fl (also used to know which
+// keys a profile may set).
+func defineMountFlags(fl *flag.FlagSet, m *mountFlags) {
+	fl.StringVar(&m.host, "host", "", "hub URL of the File API (default: found through Discovery when signed in, else the embedded local service)")
+	fl.StringVar(&m.org, "org", "", "organisation name or id (optional when the account has one)")
+	fl.StringVar(&m.workspace, "workspace", "", "workspace name or id")
+	m.signin.register(fl)
+	fl.StringVar(&m.profile, "profile", "", "take defaults for these flags from this profile of the profiles file")
+	fl.StringVar(&m.config, "config", "", "profiles file (default: $"+envConfig+" or evofs/config under the user's config dir)")
+	fl.BoolVar(&m.local, "local", false, "use the embedded local service even when signed in")
+	fl.BoolVar(&m.daemon, "daemon", false, "run in the background; return once the mount is ready")
+	fl.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr")
+	fl.StringVar(&m.umask, "umask", "", "octal umask applied to file and folder modes (e.g. 027)")
 	fl.StringVar(&m.cacheDir, "cache-dir", "", "cache directory (default: per org/workspace under the user's cache dir)")
 	fl.StringVar(&m.localData, "local-data", "", "data directory of the embedded local service (default: under the user's data dir)")
 	fl.StringVar(&m.logLevel, "log-level", "info", "log level (debug, info, warn, error)")
@@ -72,6 +85,12 @@ func parseMountFlags(args []string) (*mountFlags, string, error) {
 	fl.Int64Var(&m.cacheSize, "cache-size", 10<<30, "content cache budget in bytes")
 	fl.Int64Var(&m.maxDirRename, "max-dir-rename", 1<<30, "largest folder (bytes) renamed in place; above it rename answers EXDEV and mv copies")
 	fl.StringVar(&m.localPatterns, "local-patterns", strings.Join(vfs.DefaultLocalPatterns, ","), "comma-separated name patterns of files kept local (lock, swap, backup files)")
+}
+
+func parseMountFlags(args []string) (*mountFlags, string, error) {
+	fl := flag.NewFlagSet("mount", flag.ExitOnError)
+	m := &mountFlags{}
+	defineMountFlags(fl, m)
 	fl.Usage = func() {
 		fmt.Fprintln(fl.Output(), "usage: evofs mount [flags] MOUNTPOINT")
 		fl.PrintDefaults()
@@ -81,24 +100,56 @@ func parseMountFlags(args []string) (*mountFlags, string, error) {
 		fl.Usage()
 		return nil, "", errors.New("mount needs exactly one MOUNTPOINT")
 	}
+	if err := applyProfile(fl, m.config, m.profile); err != nil {
+		return nil, "", err
+	}
+	if m.umask != "" {
+		if _, err := strconv.ParseUint(m.umask, 8, 32); err != nil {
+			return nil, "", fmt.Errorf("--umask %q is not an octal number", m.umask)
+		}
+	}
 	return m, fl.Arg(0), nil
 }
 
 // runMount mounts a workspace and serves it until unmounted or signalled.
-func runMount(args []string) error {
+func runMount(args []string) (err error) {
 	mf, mountpoint, err := parseMountFlags(args)
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(mf.logLevel)
+	if mf.daemon && os.Getenv(envReadyFD) == "" {
+		return runDaemonParent(os.Args[1:], mf.logFile)
+	}
+	// In a daemon child, tell the parent why the mount failed (it prints it).
+	defer func() {
+		if err != nil {
+			notifyFailed(err)
+		}
+	}()
+	log, closeLog, err := mountLogger(mf)
 	if err != nil {
 		return err
+	}
+	defer closeLog()
+	if mf.umask != "" {
+		if u, _ := strconv.ParseUint(mf.umask, 8, 32); u != 0o022 {
+			return fmt.Errorf("--umask %s is not supported yet: files are 0644 and folders 0755 (umask 022); use --uid/--gid and the mount point's permissions", mf.umask)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	creds, err := mf.signin.resolveCredentials(log)
+	if err != nil {
+		return err
+	}
+	// Discovery when signed in (or ids/names given with a token) and no
+	// --host; the embedded local service otherwise.
+	useEmbedded := mf.local || (mf.host == "" && !creds.signedIn() &&
+		!(creds.kind == "env" && (mf.org != "" || mf.workspace != "")))
 	host, org, ws, tokens := mf.host, uuid.Nil, uuid.Nil, remote.TokenSource(nil)
-	if host == "" {
+	readOnly, roleNote := mf.readOnly, ""
+	if useEmbedded {
 		local, err := startEmbedded(mf, log)
 		if err != nil {
 			return err
@@ -106,20 +157,22 @@ func runMount(args []string) error {
 		defer local.close()
 		host, org, ws, tokens = local.url, localOrg, localWorkspace, remote.StaticToken(local.token)
 	} else {
-		if org, err = uuid.Parse(mf.org); err != nil {
-			return fmt.Errorf("--org must be the organisation UUID: %w", err)
+		if creds.tokens == nil {
+			return errors.New("not signed in: run 'evofs login --client-id ID', set EVO_TOKEN or pass --token-file (or a service app's --client-id with " + envClientSecret + ")")
 		}
-		if ws, err = uuid.Parse(mf.workspace); err != nil {
-			return fmt.Errorf("--workspace must be the workspace UUID: %w", err)
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		t, err := resolveTarget(rctx, creds, mf.host, mf.org, mf.workspace, log)
+		cancel()
+		if err != nil {
+			return err
 		}
-		switch {
-		case mf.tokenFile != "":
-			tokens = remote.FileToken(mf.tokenFile)
-		case os.Getenv("EVO_TOKEN") != "":
-			tokens = remote.EnvToken()
-		default:
-			return errors.New("no token: set EVO_TOKEN or pass --token-file")
+		host, org, ws, tokens = t.host, t.org, t.ws, creds.tokens
+		if t.role == "viewer" && !readOnly {
+			readOnly = true
+			roleNote = fmt.Sprintf("you have the viewer role in workspace %q: mounted read-only", firstNonEmpty(t.wsName, t.ws.String()))
 		}
+		log.WithFields(logrus.Fields{"org": firstNonEmpty(t.orgName, t.org.String()), "workspace": firstNonEmpty(t.wsName, t.ws.String()),
+			"role": t.role, "credentials": creds.kind}).Info("workspace resolved")
 	}
 	cacheDir := mf.cacheDir
 	if cacheDir == "" {
@@ -136,6 +189,16 @@ func runMount(args []string) error {
 	if err != nil {
 		return err
 	}
+	if !useEmbedded {
+		// One cheap call, so that a wrong token, workspace or hub is one
+		// sentence here rather than a failed mount later.
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		_, perr := client.List(pctx, remote.ListOptions{Limit: 1})
+		cancel()
+		if perr != nil {
+			return explainLookup(perr, "the hub "+remote.RedactURL(host))
+		}
+	}
 	c, err := cache.Open(cache.Config{Dir: filepath.Join(cacheDir, "data"), MaxBytes: mf.cacheSize, Logger: log.WithField("component", "cache")})
 	if err != nil {
 		return err
@@ -148,7 +211,7 @@ func runMount(args []string) error {
 		}
 	}
 	core, err := vfs.New(vfs.Config{
-		UID: uint32(mf.uid), GID: uint32(mf.gid), ReadOnly: mf.readOnly,
+		UID: uint32(mf.uid), GID: uint32(mf.gid), ReadOnly: readOnly,
 		PollInterval: mf.pollInterval, LocalPatterns: patterns, MaxDirRenameBytes: mf.maxDirRename,
 		SyncClose: mf.syncClose,
 		Writeback: writeback.Config{Dir: filepath.Join(cacheDir, "journal"), Delay: mf.writeBackDelay, Transfers: mf.transfers,
@@ -171,6 +234,10 @@ func runMount(args []string) error {
 		return err
 	}
 	log.WithField("mountpoint", mountpoint).WithField("host", remote.RedactURL(host)).Info("mounted; unmount with 'umount " + mountpoint + "' or Ctrl-C")
+	if roleNote != "" {
+		log.Warn(roleNote)
+	}
+	notifyReady(roleNote)
 	unmounted := make(chan struct{})
 	go func() { server.Wait(); close(unmounted) }()
 	select {
