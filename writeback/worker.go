@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/sirupsen/logrus"
 
 	"evofs/cache"
 	"evofs/remote"
@@ -296,7 +297,7 @@ func (q *Queue) finish(ctx context.Context, j *job, res Result) error {
 	if q.cfg.OnPublished != nil {
 		q.cfg.OnPublished(res)
 	}
-	if id := res.Job.DeleteAfter; id != uuid.Nil {
+	if id := res.Job.DeleteAfter; id != uuid.Nil && q.stillToDelete(ctx, res, log) {
 		if err := q.retry(ctx, func() error { return q.pub.DeleteByID(ctx, id) }); err != nil {
 			if ctx.Err() != nil {
 				return err // resumed (published state) on the next New
@@ -305,6 +306,35 @@ func (q *Queue) finish(ctx context.Context, j *job, res Result) error {
 		}
 	}
 	return nil
+}
+
+// stillToDelete reports whether a job's DeleteAfter file should go: not
+// when it is the file just published, nor when it changed since the job
+// was made (someone, maybe a later local file at its path, wrote to it).
+func (q *Queue) stillToDelete(ctx context.Context, res Result, log *logrus.Entry) bool {
+	id, want := res.Job.DeleteAfter, res.Job.DeleteAfterVersion
+	if id == res.Meta.FileID {
+		return false
+	}
+	if want == "" {
+		return true
+	}
+	var m *remote.FileMeta
+	err := q.retry(ctx, func() (err error) {
+		m, err = q.pub.GetByID(ctx, id, remote.GetOptions{})
+		return err
+	})
+	switch {
+	case errors.Is(err, remote.ErrNotFound), errors.Is(err, remote.ErrGone):
+		return false // already gone
+	case err != nil:
+		return true // let the delete itself retry or report
+	case m.VersionID != want:
+		log.WithField("delete_after", id.String()).WithField("version", string(m.VersionID)).
+			Info("writeback: the renamed-away file changed since; keeping it")
+		return false
+	}
+	return true
 }
 
 // retry calls f until it succeeds, fails for good or ctx ends, backing off

@@ -88,6 +88,10 @@ type Job struct {
 	// DeleteAfter, when set, is a file to delete once this job is published
 	// (the old identity of a renamed file).
 	DeleteAfter uuid.UUID `json:"delete_after"`
+	// DeleteAfterVersion, when set, is the version DeleteAfter must still
+	// have for the delete to happen: if anyone (this job included, when it
+	// published to that same file) added a version since, the file is kept.
+	DeleteAfterVersion remote.VersionID `json:"delete_after_version,omitempty"`
 }
 
 // State of a job.

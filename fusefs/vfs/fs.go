@@ -128,8 +128,9 @@ type FS struct {
 	nextIno uint64 // next inode number to hand out; inos are never reused while mounted
 	byID    map[uuid.UUID]*Node
 	byKey   map[string]*Node
-	gen     uint64 // bumped on each local namespace or content change
-	pollErr string // why the last listing failed ("" = online)
+	doomed  map[uuid.UUID]*Node // ids a node will delete once its publish lands (renamed away)
+	gen     uint64              // bumped on each local namespace or content change
+	pollErr string              // why the last listing failed ("" = online)
 
 	modMark time.Time // newest modified_at seen
 	delMark time.Time // newest deleted_at seen (or the mount's start)
@@ -170,6 +171,7 @@ func New(cfg Config, client *remote.Client, c *cache.Cache) (*FS, error) {
 		nextIno: 2,
 		byID:    map[uuid.UUID]*Node{},
 		byKey:   map[string]*Node{},
+		doomed:  map[uuid.UUID]*Node{},
 	}
 	f.root = &Node{ino: 1, dir: true, children: map[string]*Node{}, explicitDir: true, mtime: time.Now()}
 	f.root.ctime = f.root.mtime

@@ -303,15 +303,12 @@ func (f *FS) handOverIO(n *Node) error {
 	f.mu.Lock()
 	loc := n.local
 	if loc == nil || !loc.dirty || n.removed || f.isLocalOnly(n.name) {
-		if loc != nil && f.isLocalOnly(n.name) {
-			loc.dirty = false
-		}
-		f.mu.Unlock()
+		f.mu.Unlock() // local-only content stays dirty: it publishes if renamed to a normal name
 		return nil
 	}
 	job := writeback.Job{
 		Key: n.key, Path: f.pathLocked(n), FileID: n.fileID, BaseVersion: n.version,
-		Staging: loc.path, DeleteAfter: n.deleteNext,
+		Staging: loc.path, DeleteAfter: n.deleteNext, DeleteAfterVersion: n.deleteVer,
 	}
 	f.mu.Unlock()
 	if err := loc.f.Sync(); err != nil {

@@ -45,6 +45,8 @@ type Node struct {
 	localVer   remote.VersionID         // version our own last publish produced
 	readers    map[remote.VersionID]int // open clean read handles by the version they opened
 	deleteNext uuid.UUID                // a file to delete once this node's next publish lands (renamed-away identity)
+	deleteVer  remote.VersionID         // the version deleteNext had; a changed file is kept
+	deletePath string                   // where deleteNext lives on the service
 	touched    uint64                   // FS.gen of the last local change (guards against stale listings)
 	failed     string                   // last permanent publish failure, for status
 }

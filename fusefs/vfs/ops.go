@@ -79,6 +79,7 @@ func (f *FS) Unlink(ctx context.Context, dir *Node, name string) error {
 	}
 	if n.deleteNext != uuid.Nil {
 		doomed = append(doomed, n.deleteNext)
+		f.undoomLocked(n)
 	}
 	path := f.pathLocked(n)
 	f.detachLocked(n)
@@ -215,7 +216,8 @@ func (f *FS) renameFile(ctx context.Context, src, dst, newDir *Node, newName str
 		f.detachLocked(dst)
 		f.forgetLocked(dst)
 		if dst.deleteNext != uuid.Nil {
-			f.deleteLater(dst.deleteNext, newPath)
+			f.deleteLater(dst.deleteNext, dst.deleteVer, dst.deletePath)
+			f.undoomLocked(dst)
 		}
 		if l := dst.local; l != nil && dst.writers == 0 && !l.queued {
 			l.f.Close()
@@ -237,21 +239,30 @@ func (f *FS) renameFile(ctx context.Context, src, dst, newDir *Node, newName str
 			targetID, targetVer = src.fileID, src.version
 		}
 	}
+	if targetID == uuid.Nil && src.fileID == uuid.Nil && src.deleteNext != uuid.Nil &&
+		remote.FoldPath(src.deletePath) == remote.FoldPath(newPath) {
+		// renamed back to where its file still lives, before the move was published
+		targetID, targetVer = src.deleteNext, src.deleteVer
+		src.fileID, src.version, src.remotePath = targetID, targetVer, src.deletePath
+		f.undoomLocked(src)
+		f.byID[targetID] = src
+	}
 	if f.isLocalOnly(newName) || (src.fileID != uuid.Nil && targetID == src.fileID) {
+		// parked under a local-only name, or back where its file lives
 		f.pruneLocked(oldParent)
 		f.dropCleanLocalLocked(src)
+		changed := src.local != nil && src.local.dirty && !f.isLocalOnly(newName)
 		f.mu.Unlock()
 		if dst != nil {
 			f.queue.Cancel(dst.key)
 		}
-		return nil // parked, or back where its file lives
+		if changed {
+			return f.republishIO(ctx, src) // edited while parked, or taken back from the queue
+		}
+		return nil
 	}
 	if src.fileID != uuid.Nil && src.fileID != targetID && f.byID[src.fileID] == src {
-		if src.deleteNext != uuid.Nil {
-			f.deleteLater(src.deleteNext, newPath)
-		}
-		src.deleteNext = src.fileID
-		delete(f.byID, src.fileID)
+		f.doomLocked(src)
 	}
 	src.fileID, src.version, src.remotePath = targetID, targetVer, ""
 	if targetID != uuid.Nil {
@@ -315,12 +326,41 @@ func (f *FS) settleIO(ctx context.Context, n *Node) error {
 	}
 }
 
-// deleteLater deletes a superseded remote identity in the background.
-func (f *FS) deleteLater(id uuid.UUID, path string) {
+// doomLocked turns n's remote identity into "delete once n's next publish
+// lands" (n is moving away from where its file lives). An identity doomed
+// by an earlier move is deleted now, if unchanged.
+func (f *FS) doomLocked(n *Node) {
+	if n.deleteNext != uuid.Nil {
+		f.deleteLater(n.deleteNext, n.deleteVer, n.deletePath)
+		f.undoomLocked(n)
+	}
+	n.deleteNext, n.deleteVer, n.deletePath = n.fileID, n.version, n.remotePath
+	f.doomed[n.fileID] = n
+	delete(f.byID, n.fileID)
+}
+
+// undoomLocked forgets n's pending delete.
+func (f *FS) undoomLocked(n *Node) {
+	if f.doomed[n.deleteNext] == n {
+		delete(f.doomed, n.deleteNext)
+	}
+	n.deleteNext, n.deleteVer, n.deletePath = uuid.Nil, "", ""
+}
+
+// deleteLater deletes a superseded remote identity in the background,
+// unless it changed since version ver.
+func (f *FS) deleteLater(id uuid.UUID, ver remote.VersionID, path string) {
 	go func() {
 		ctx, cancel := f.bg(metaTimeout)
 		defer cancel()
-		if err := f.client.DeleteByID(ctx, id); err != nil {
+		m, err := f.client.GetByID(ctx, id, remote.GetOptions{})
+		if err == nil && m.VersionID != ver {
+			return // someone wrote to it since: keep it
+		}
+		if err == nil {
+			err = f.client.DeleteByID(ctx, id)
+		}
+		if err != nil && !errIs(err, remote.ErrNotFound, remote.ErrGone) {
 			f.log.WithError(err).WithField("file_id", id).WithField("path", path).Error("deleting a replaced file failed")
 		}
 	}()
@@ -394,11 +434,7 @@ func (f *FS) moveIdentity(ctx context.Context, n *Node) error {
 	f.mu.Lock()
 	newPath := f.pathLocked(n)
 	if n.fileID != uuid.Nil && f.byID[n.fileID] == n {
-		if n.deleteNext != uuid.Nil {
-			f.deleteLater(n.deleteNext, newPath)
-		}
-		n.deleteNext = n.fileID
-		delete(f.byID, n.fileID)
+		f.doomLocked(n)
 	}
 	n.fileID, n.version, n.remotePath = uuid.Nil, "", ""
 	f.gen++

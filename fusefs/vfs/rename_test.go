@@ -240,7 +240,7 @@ func TestRefreshDuringPendingRenameShowsNoGhost(t *testing.T) {
 	e.mustRename("a", "b")
 	e.refresh()
 	if got := join(e.names("")); got != "b" {
-		t.Skip("BUG: after rename a→b (publish of b queued), Refresh re-inserts the old remote file as a ghost 'a'; root = " + got)
+		t.Fatal("after rename a→b (publish of b queued), Refresh re-inserts the old remote file as a ghost 'a'; root = " + got)
 	}
 }
 
@@ -253,7 +253,7 @@ func TestRenameAwayAndBackBeforePublish(t *testing.T) {
 	e.mustRename("b", "a")
 	e.drain()
 	if _, _, _, err := e.remote("a"); err != nil {
-		t.Skip("BUG: rename a→b→a with the publish still queued deletes a on the service (upsert lands on a's file id, then DeleteAfter deletes it): " + err.Error())
+		t.Fatal("rename a→b→a with the publish still queued deletes a on the service (upsert lands on a's file id, then DeleteAfter deletes it): " + err.Error())
 	}
 	e.remoteEqual("a", []byte("keep me"))
 	e.remoteAbsent("b")
@@ -275,7 +275,7 @@ func TestLogRotationKeepsNewFile(t *testing.T) {
 	e.drain() // then app.log.1, and the deletion of the old identity
 	e.remoteEqual("app.log.1", []byte("old lines\n"))
 	if _, _, _, err := e.remote("app.log"); err != nil {
-		t.Skip("BUG: log rotation (mv f f.1; create f; f published before f.1) loses f on the service: " + err.Error())
+		t.Fatal("log rotation (mv f f.1; create f; f published before f.1) loses f on the service: " + err.Error())
 	}
 	e.remoteEqual("app.log", []byte("new lines\n"))
 }
@@ -293,7 +293,7 @@ func TestEditWhileParkedSurvivesRenameBack(t *testing.T) {
 	mustEqual(t, "parked", e.readFile("f~"), []byte("VERSION TWO"))
 	e.mustRename("f~", "f")
 	if got := e.readFile("f"); string(got) != "VERSION TWO" {
-		t.Skipf("BUG: edits made under a local-only name are dropped on the rename back (read %q): handOverIO clears dirty for local-only names, then renameFile's dropCleanLocalLocked discards the staging file", got)
+		t.Fatalf("edits made under a local-only name are dropped on the rename back (read %q): handOverIO clears dirty for local-only names, then renameFile's dropCleanLocalLocked discards the staging file", got)
 	}
 	e.drain()
 	e.remoteEqual("f", []byte("VERSION TWO"))

@@ -15,7 +15,11 @@ import (
 // the node, or nil when local state takes precedence.
 func (f *FS) insertRemoteLocked(m *remote.FileMeta) *Node {
 	full := m.FullPath()
+	if f.doomed[m.FileID] != nil {
+		return nil // renamed away here; deleted once the rename's publish lands
+	}
 	if n := f.byID[m.FileID]; n != nil {
+		f.dropCleanLocalLocked(n)
 		if n.local != nil || remote.FoldPath(n.remotePath) != remote.FoldPath(full) {
 			return n // local edits or a local rename win until published
 		}
@@ -137,6 +141,14 @@ func (f *FS) onPublished(r writeback.Result) {
 		f.kickPoll()
 		return
 	}
+	var theirs *remote.FileMeta
+	if r.ConflictPath != "" {
+		// The node shows the service's version again: fetch it now, so no
+		// read in between mixes their bytes with our size.
+		ctx, cancel := f.bg(metaTimeout)
+		theirs, _ = f.client.GetByID(ctx, r.Job.FileID, remote.GetOptions{})
+		cancel()
+	}
 	n.io.Lock()
 	defer n.io.Unlock()
 	f.mu.Lock()
@@ -147,12 +159,15 @@ func (f *FS) onPublished(r writeback.Result) {
 	f.gen++
 	n.touched = f.gen
 	if r.ConflictPath != "" {
-		// Our bytes live on in the conflict copy; the node shows the service's
-		// version again once the poller has fetched it.
+		// Our bytes live on in the conflict copy.
 		if n.local != nil && n.local.path == r.Job.Staging && !n.local.dirty && n.writers == 0 {
-			f.dropLocalLocked(n)
-			n.version = "" // unknown: the next listing refreshes it
-			n.blob = nil
+			if theirs != nil {
+				f.dropLocalLocked(n)
+				f.setRemoteLocked(n, theirs)
+				f.notifier().InvalidateContent(n.ino)
+			} else {
+				n.local.queued = false // a clean copy: the next listing replaces it
+			}
 		}
 		f.kickPoll()
 		return
@@ -165,8 +180,8 @@ func (f *FS) onPublished(r writeback.Result) {
 	n.version = r.Meta.VersionID
 	n.remotePath = r.Meta.FullPath()
 	n.etag = r.Meta.ETag
-	if n.deleteNext == r.Job.DeleteAfter {
-		n.deleteNext = uuid.Nil
+	if r.Job.DeleteAfter != uuid.Nil && n.deleteNext == r.Job.DeleteAfter {
+		f.undoomLocked(n)
 	}
 	if n.local != nil && n.local.path == r.Job.Staging && !n.local.dirty && n.writers == 0 {
 		f.dropLocalLocked(n)
