@@ -247,6 +247,18 @@ func BlockID(off int64) string {
 // If the renewal answers no-file-upload-in-progress while committing, an
 // earlier try of the commit did land: Upload reports success.
 func (c *Client) Upload(ctx context.Context, t Target, ticket *UploadTicket, content io.ReaderAt, size int64, progress func(done int64)) error {
+	return c.upload(ctx, t, ticket, content, size, uploadOptions{progress: progress})
+}
+
+// uploadOptions are Upload's knobs for a resumed block upload.
+type uploadOptions struct {
+	progress func(done int64)
+	acked    map[string]bool                  // blocks already staged (same block size)
+	onAcked  func(blockSize int64, id string) // called one at a time
+}
+
+func (c *Client) upload(ctx context.Context, t Target, ticket *UploadTicket, content io.ReaderAt, size int64, o uploadOptions) error {
+	progress := o.progress
 	if ticket == nil || ticket.Upload == "" {
 		return errors.New("upload: ticket without an upload URL")
 	}
@@ -293,16 +305,26 @@ func (c *Client) Upload(ctx context.Context, t Target, ticket *UploadTicket, con
 	for i := range ids {
 		ids[i] = BlockID(int64(i) * bs)
 	}
-	log.WithField("blocks", n).Debug("upload: put blocks")
+	log.WithField("blocks", n).WithField("already_staged", len(o.acked)).Debug("upload: put blocks")
+	var ackMu sync.Mutex
 	err = parallel(ctx, n, c.cfg.Concurrency, func(ctx context.Context, i int) error {
 		off := int64(i) * bs
 		l := min(bs, size-off)
+		if o.acked[ids[i]] && bs == c.cfg.BlockSize {
+			prog.add(l) // staged by an earlier run of this version
+			return nil
+		}
 		err := c.blobOp(ctx, h, "put block", func(bb *blockblob.Client) error {
 			_, err := bb.StageBlock(ctx, ids[i], streaming.NopCloser(io.NewSectionReader(content, off, l)), nil)
 			return blobErr(ctx, "put block", err)
 		})
 		if err == nil {
 			prog.add(l)
+			if o.onAcked != nil {
+				ackMu.Lock()
+				o.onAcked(bs, ids[i])
+				ackMu.Unlock()
+			}
 		}
 		return err
 	})

@@ -22,6 +22,14 @@ type PublishOptions struct {
 	OnRegistered func(*UploadTicket)
 	// Progress is called with the cumulative bytes uploaded.
 	Progress func(done int64)
+	// Acked lists the blocks an earlier run of Resume's version had staged,
+	// with the block size it used (AckedBlockSize): when the resume succeeds
+	// and the block size is the same, those blocks are not sent again.
+	Acked          []string
+	AckedBlockSize int64
+	// OnBlockAcked is called, one call at a time, after each block is staged,
+	// with the block size in use, so a caller can journal it for Acked.
+	OnBlockAcked func(blockSize int64, id string)
 }
 
 // Publish = register → upload → poll until visible. It returns the metadata
@@ -29,11 +37,18 @@ type PublishOptions struct {
 func (c *Client) Publish(ctx context.Context, t Target, content io.ReaderAt, size int64, o PublishOptions) (*FileMeta, error) {
 	var ticket *UploadTicket
 	committed := false
+	var acked map[string]bool
 	if o.Resume != nil {
 		nt, err := c.Register(ctx, t, o.Resume.VersionID)
 		switch {
 		case err == nil:
 			ticket = nt
+			if o.AckedBlockSize == c.cfg.BlockSize && len(o.Acked) > 0 {
+				acked = make(map[string]bool, len(o.Acked))
+				for _, id := range o.Acked {
+					acked[id] = true
+				}
+			}
 		case errors.Is(err, ErrNoUploadInProgress):
 			// An earlier run already committed this version.
 			ticket, committed = o.Resume, true
@@ -55,7 +70,8 @@ func (c *Client) Publish(ctx context.Context, t Target, content io.ReaderAt, siz
 		o.OnRegistered(ticket)
 	}
 	if !committed {
-		if err := c.Upload(ctx, t, ticket, content, size, o.Progress); err != nil {
+		uo := uploadOptions{progress: o.Progress, acked: acked, onAcked: o.OnBlockAcked}
+		if err := c.upload(ctx, t, ticket, content, size, uo); err != nil {
 			return nil, err
 		}
 	}

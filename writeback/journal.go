@@ -68,6 +68,10 @@ type record struct {
 	Target       *target `json:"target,omitempty"`
 	ConflictPath string  `json:"conflict_path,omitempty"`
 	Ticket       *ticket `json:"ticket,omitempty"`
+	// Blocks staged for Ticket's version (with the block size used), so a
+	// resumed upload sends only the rest.
+	Acked          []string `json:"acked,omitempty"`
+	AckedBlockSize int64    `json:"acked_block_size,omitempty"`
 
 	// Set once published (State == StatePublished), download URL stripped, so
 	// the remaining steps (adopt, OnPublished, DeleteAfter, clean-up) can be

@@ -158,6 +158,7 @@ func (q *Queue) persist(j *job) {
 	}
 	q.mu.Lock()
 	rec := j.rec
+	rec.Acked = append([]string(nil), rec.Acked...) // appended to while we write
 	if rec.State == StateUploading {
 		rec.State = StatePending
 	}

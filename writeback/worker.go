@@ -182,6 +182,10 @@ func (q *Queue) publish(ctx context.Context, j *job, rec record) (Result, error)
 		// Resume the version registered before: same target, same version id.
 		tgt, cpath = *rec.Target, rec.ConflictPath
 		resume = &remote.UploadTicket{FileID: rec.Ticket.FileID, VersionID: rec.Ticket.VersionID}
+		log := q.logJob(rec.Job)
+		if len(rec.Acked) > 0 {
+			log.WithField("staged_blocks", len(rec.Acked)).Info("writeback: resuming an interrupted upload")
+		}
 	} else if tgt, cpath, err = q.decideTarget(ctx, rec.Job); err != nil {
 		return Result{}, err
 	}
@@ -192,13 +196,27 @@ func (q *Queue) publish(ctx context.Context, j *job, rec record) (Result, error)
 	}
 	log.Debug("writeback: publishing")
 	opts := remote.PublishOptions{
-		Resume: resume,
+		Resume:         resume,
+		Acked:          rec.Acked,
+		AckedBlockSize: rec.AckedBlockSize,
 		OnRegistered: func(t *remote.UploadTicket) {
 			q.mu.Lock()
 			tg := tgt
 			j.rec.Target = &tg
 			j.rec.ConflictPath = cpath
+			if j.rec.Ticket == nil || j.rec.Ticket.VersionID != t.VersionID {
+				j.rec.Acked, j.rec.AckedBlockSize = nil, 0 // a new version: nothing staged yet
+			}
 			j.rec.Ticket = &ticket{FileID: t.FileID, VersionID: t.VersionID}
+			q.mu.Unlock()
+			q.persist(j)
+		},
+		OnBlockAcked: func(bs int64, id string) {
+			q.mu.Lock()
+			if j.rec.AckedBlockSize != bs {
+				j.rec.Acked, j.rec.AckedBlockSize = nil, bs
+			}
+			j.rec.Acked = append(j.rec.Acked, id)
 			q.mu.Unlock()
 			q.persist(j)
 		},

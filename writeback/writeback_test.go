@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -578,7 +579,14 @@ func TestRestartResumesSameVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	tk := <-reg
-	eventually(t, "some blocks sent", func() bool { return e.ts.Requests(emulator.OpPutBlock) >= 2 })
+	eventually(t, "some blocks acknowledged and journaled", func() bool {
+		recs := e.journal()
+		if len(recs) != 1 {
+			return false
+		}
+		raw, _ := os.ReadFile(filepath.Join(e.dir, recs[0]))
+		return bytes.Contains(raw, []byte(`"acked"`))
+	})
 	recs := e.journal()
 	if len(recs) != 1 {
 		t.Fatalf("journal %v", recs)
@@ -608,10 +616,27 @@ func TestRestartResumesSameVersion(t *testing.T) {
 		t.Fatalf("Drain after Close = %v", err)
 	}
 
+	// The blocks the first run got acknowledged are journaled and not sent again.
+	var rec struct {
+		Acked []string `json:"acked"`
+	}
+	raw, err = os.ReadFile(filepath.Join(e.dir, recs[0]))
+	if err != nil || json.Unmarshal(raw, &rec) != nil {
+		t.Fatalf("journal record: %v\n%s", err, raw)
+	}
+	if len(rec.Acked) == 0 {
+		t.Fatalf("no acknowledged blocks journaled after %d put-block requests", e.ts.Requests(emulator.OpPutBlock))
+	}
+	putsBefore := e.ts.Requests(emulator.OpPutBlock)
+
 	e.hook.set(func(h *hookPublisher) { h.stallRead = 0 })
 	q = e.open(e.config())
 	if err := q.Wait(ctxT(t, 20*time.Second), "big"); err != nil {
 		t.Fatal(err)
+	}
+	const blocks = (200 << 10) / (16 << 10)
+	if resent := e.ts.Requests(emulator.OpPutBlock) - putsBefore; resent > blocks+1-len(rec.Acked) {
+		t.Errorf("resumed upload sent %d blocks; %d of %d were already staged", resent, len(rec.Acked), blocks+1)
 	}
 	id, v := e.expectFile("big.bin", data)
 	tk2 := <-reg
