@@ -26,10 +26,12 @@ integration:
 	$(GO) test -race -count=1 -p 1 -timeout 12m ./integration/...
 
 # Speed targets as ratios (baseline time / evofs time) measured in one run;
-# one of them: make bench BENCH=Tree20k/find. -p 1: one package's benchmarks at a time.
-BENCH ?= .
+# one of them: make bench BENCH=Tree20k/find; repeated: make bench BENCHFLAGS='-count 3'.
+# -p 1: one package's benchmarks at a time (they share 2 cores and one disk).
+BENCH      ?= .
+BENCHFLAGS ?=
 bench:
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -p 1 -timeout 30m ./remote/ ./cache/ ./integration/
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -p 1 -timeout 30m $(BENCHFLAGS) ./remote/ ./cache/ ./integration/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
