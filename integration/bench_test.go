@@ -102,6 +102,7 @@ func benchColdRead(b *testing.B, ts *emulator.TestServer, p string, data []byte,
 	local := filepath.Join(b.TempDir(), "direct.bin")
 	buf := make([]byte, readBuf)
 	var tMount, tDirect time.Duration
+	var getsMount, getsDirect int
 	first := true
 	iters := 0
 	for b.Loop() {
@@ -112,6 +113,7 @@ func benchColdRead(b *testing.B, ts *emulator.TestServer, p string, data []byte,
 			b.Fatal(err)
 		}
 		dropCaches(b, 1)
+		ts.ResetRequests()
 		tDirect += timed(func() {
 			if err := c.Download(ctx, c.NewBlob(meta), f, 0, meta.Size, nil); err != nil {
 				b.Fatal(err)
@@ -120,12 +122,15 @@ func benchColdRead(b *testing.B, ts *emulator.TestServer, p string, data []byte,
 		if err := f.Close(); err != nil {
 			b.Fatal(err)
 		}
+		getsDirect += ts.Requests(emulator.OpGetBlob)
 
 		// Subject: a fresh mount (empty cache), read from the first byte.
 		m := mountOn(b, ts, mountOpts{})
 		dropCaches(b, 1)
+		ts.ResetRequests()
 		var n int64
 		tMount += timed(func() { n = readSeq(b, m.path(p), buf) })
+		getsMount += ts.Requests(emulator.OpGetBlob)
 		if n != int64(len(data)) {
 			b.Fatalf("read %d bytes through the mount, want %d", n, len(data))
 		}
@@ -136,6 +141,9 @@ func benchColdRead(b *testing.B, ts *emulator.TestServer, p string, data []byte,
 		}
 		m.unmount()
 	}
+	b.ReportMetric(float64(getsMount)/float64(iters), "mount-blob-GETs")
+	b.ReportMetric(float64(getsDirect)/float64(iters), "direct-blob-GETs")
+	b.Logf("cold read: %d ranged blob GETs through the mount, %d direct", getsMount/iters, getsDirect/iters)
 	reportRead(b, iters, "cold read", len(data), tMount, tDirect, "direct", aim)
 }
 
