@@ -61,6 +61,17 @@ var DefaultScopes = []string{"evo.discovery", "evo.workspace", "evo.file"}
 // refresh token, unknown client, wrong secret). Only signing in again helps.
 var ErrSignIn = errors.New("sign-in refused")
 
+// SignInError is a refusal by the issuer; it matches ErrSignIn.
+type SignInError struct {
+	Op     string // e.g. "refreshing the sign-in"
+	Reason string // one sentence fragment, e.g. "the saved sign-in has expired or was revoked"
+}
+
+func (e *SignInError) Error() string { return e.Op + ": sign-in refused: " + e.Reason }
+
+// Is matches ErrSignIn.
+func (e *SignInError) Is(target error) bool { return target == ErrSignIn }
+
 // OAuthConfig names the issuer and the app.
 type OAuthConfig struct {
 	Issuer       string // default DefaultIssuer
@@ -167,7 +178,7 @@ func Login(ctx context.Context, c OAuthConfig, show func(authURL string)) (*oaut
 		case q.Get("state") != state:
 			res.err = errors.New("the sign-in answer did not match this request (state mismatch); try again")
 		case q.Get("error") != "":
-			res.err = fmt.Errorf("%w: %s", ErrSignIn, describeOAuthError(q.Get("error"), q.Get("error_description")))
+			res.err = &SignInError{Op: "signing in", Reason: describeOAuthError(q.Get("error"), q.Get("error_description"))}
 		case q.Get("code") == "":
 			res.err = errors.New("the sign-in answer carried no code")
 		default:
@@ -276,7 +287,7 @@ func oauthFailure(what string, err error) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
 		if permanentOAuth(err) {
-			return fmt.Errorf("%s: %w: %s", what, ErrSignIn, describeOAuthError(re.ErrorCode, re.ErrorDescription))
+			return &SignInError{Op: what, Reason: describeOAuthError(re.ErrorCode, re.ErrorDescription)}
 		}
 		st := "no answer"
 		if re.Response != nil {

@@ -122,3 +122,13 @@ func mountLogger(mf *mountFlags) (*logrus.Entry, func(), error) {
 	log.Logger.SetOutput(f)
 	return log, func() { f.Close() }, nil
 }
+
+// quietUntilReady returns a logger like log that logs nothing until loud is
+// called, then at log's level.
+func quietUntilReady(log *logrus.Entry) (quiet *logrus.Entry, loud func()) {
+	l := logrus.New()
+	l.SetOutput(log.Logger.Out)
+	l.SetFormatter(log.Logger.Formatter)
+	l.SetLevel(logrus.PanicLevel)
+	return logrus.NewEntry(l), func() { l.SetLevel(log.Logger.GetLevel()) }
+}

@@ -139,7 +139,10 @@ func runMount(args []string) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	creds, err := mf.signin.resolveCredentials(log)
+	// Until the mount is up a refused sign-in is reported once, as the
+	// command's error; afterwards the sign-in component logs it.
+	signinLog, loud := quietUntilReady(log)
+	creds, err := mf.signin.resolveCredentials(signinLog)
 	if err != nil {
 		return err
 	}
@@ -238,6 +241,7 @@ func runMount(args []string) (err error) {
 		log.Warn(roleNote)
 	}
 	notifyReady(roleNote)
+	loud()
 	unmounted := make(chan struct{})
 	go func() { server.Wait(); close(unmounted) }()
 	select {

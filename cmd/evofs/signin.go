@@ -232,9 +232,13 @@ func resolveTarget(ctx context.Context, c *credentials, host, org, ws string, lo
 // explainLookup turns a Discovery/Workspaces/File API failure into a sentence.
 func explainLookup(err error, what string) error {
 	var ae *remote.APIError
+	var se *remote.SignInError
 	switch {
-	case errors.Is(err, remote.ErrSignIn):
-		return fmt.Errorf("%w; run 'evofs login' to sign in again", err)
+	case errors.As(err, &se):
+		if strings.Contains(se.Reason, "client id") {
+			return fmt.Errorf("sign-in refused: %s; check --client-id and the client secret", se.Reason)
+		}
+		return fmt.Errorf("sign-in refused: %s; run 'evofs login' to sign in again", se.Reason)
 	case errors.Is(err, remote.ErrUnauthorized):
 		return fmt.Errorf("%s refused the sign-in (token expired, revoked or for another service); run 'evofs login' again", what)
 	case errors.Is(err, remote.ErrForbidden):

@@ -32,7 +32,8 @@ func runWorkspaces(args []string) error {
 	if err != nil {
 		return err
 	}
-	creds, err := sf.resolveCredentials(log)
+	quiet, _ := quietUntilReady(log) // refusals come back as the error
+	creds, err := sf.resolveCredentials(quiet)
 	if err != nil {
 		return err
 	}
