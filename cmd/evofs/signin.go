@@ -211,16 +211,23 @@ func resolveTarget(ctx context.Context, c *credentials, host, org, ws string, lo
 		return nil, errors.New("--workspace is required (a name or id; 'evofs workspaces' lists them)")
 	}
 	list, lerr := remote.ListWorkspaces(ctx, lc, t.host, t.org)
+	id, err := uuid.Parse(ws)
 	if lerr == nil {
 		t.workspaceList = true
-		w, err := remote.FindWorkspace(list, ws)
-		if err != nil {
-			return nil, err
+		w, ferr := remote.FindWorkspace(list, ws)
+		switch {
+		case ferr == nil:
+			t.ws, t.wsName, t.role = w.ID, w.Name, w.Role
+			return t, nil
+		case err == nil:
+			// An id the list does not show: use it as given (role unknown);
+			// the access probe at mount time tells whether it is reachable.
+			log.WithField("workspace", id.String()).Debug("workspace id not in the workspace list; using it as given")
+			t.ws = id
+			return t, nil
 		}
-		t.ws, t.wsName, t.role = w.ID, w.Name, w.Role
-		return t, nil
+		return nil, ferr
 	}
-	id, err := uuid.Parse(ws)
 	if err != nil {
 		return nil, fmt.Errorf("workspace %q is not an id, and the workspace list is unavailable: %w", ws, explainLookup(lerr, "the hub "+remote.RedactURL(t.host)))
 	}
