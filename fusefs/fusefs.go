@@ -60,7 +60,10 @@ func Mount(dir string, core *vfs.FS, o Options) (*fuse.Server, error) {
 			DirectMount: os.Geteuid() == 0,
 			AllowOther:  o.AllowOther,
 			MaxWrite:    1 << 20,
-			Debug:       o.Debug,
+			// let the kernel read ahead up to 1 MiB per request (the core
+			// reads further ahead from the service on its own)
+			MaxReadAhead: 1 << 20,
+			Debug:        o.Debug,
 		},
 		EntryTimeout:    &o.EntryTimeout,
 		AttrTimeout:     &o.AttrTimeout,
@@ -294,7 +297,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if mode.DirectIO {
 		ff |= fuse.FOPEN_DIRECT_IO
 	}
-	return &handle{m: n.m, h: h}, ff, 0
+	fh := &handle{m: n.m, h: h, ptFd: -1}
+	if mode.Passthrough != nil {
+		fh.ptFd = int(mode.Passthrough.Fd())
+	}
+	return fh, ff, 0
 }
 
 // Create makes and opens a new file.
@@ -303,7 +310,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, n.m.errno("create", name, err)
 	}
-	return n.child(ctx, c, out), &handle{m: n.m, h: h}, 0, 0
+	return n.child(ctx, c, out), &handle{m: n.m, h: h, ptFd: -1}, 0, 0
 }
 
 // Mkdir makes a folder.
@@ -379,19 +386,24 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 // handle is an open file.
 type handle struct {
-	m *mount
-	h *vfs.Handle
+	m    *mount
+	h    *vfs.Handle
+	ptFd int // the cache file the kernel reads directly, or -1
 }
 
 var (
-	_ fs.FileReader   = (*handle)(nil)
-	_ fs.FileWriter   = (*handle)(nil)
-	_ fs.FileFlusher  = (*handle)(nil)
-	_ fs.FileFsyncer  = (*handle)(nil)
-	_ fs.FileReleaser = (*handle)(nil)
+	_ fs.FilePassthroughFder = (*handle)(nil)
+	_ fs.FileReader          = (*handle)(nil)
+	_ fs.FileWriter          = (*handle)(nil)
+	_ fs.FileFlusher         = (*handle)(nil)
+	_ fs.FileFsyncer         = (*handle)(nil)
+	_ fs.FileReleaser        = (*handle)(nil)
 )
 
 func (h *handle) path() string { return h.m.core.Path(h.h.Node()) }
+
+// PassthroughFd hands the kernel a fully cached version's file, if any.
+func (h *handle) PassthroughFd() (int, bool) { return h.ptFd, h.ptFd >= 0 }
 
 // Read reads from the file.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

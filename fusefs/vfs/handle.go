@@ -33,13 +33,16 @@ type Handle struct {
 	n     *Node
 	write bool
 
-	key cache.Key // clean version opened (read-only handles); zero for writers
+	key    cache.Key // clean version opened (read-only handles); zero for writers
+	cached bool      // counted in Node.cachedOpens
+	pt     bool      // counted in Node.ptOpens
 
 	mu       sync.Mutex // guards the fields below
 	entry    *cache.Entry
 	blob     *remote.Blob
-	nextOff  int64
-	window   int64
+	nextOff  int64 // where a sequential read continues
+	window   int64 // read-ahead window; grows on sequential reads, resets on random ones
+	ahead    int64 // end of what read-ahead has asked for
 	released bool
 }
 
@@ -52,8 +55,11 @@ type OpenMode struct {
 	// pages are still valid.
 	KeepCache bool
 	// DirectIO: readers of an older version are still open and own the page
-	// cache (they keep the version they opened), so this handle bypasses it.
+	// cache (they keep the version they opened), or passthrough handles own
+	// the inode, so this handle bypasses the page cache.
 	DirectIO bool
+	// Passthrough, if set, is the cache file the kernel reads directly.
+	Passthrough *os.File
 }
 
 // Open opens a file node.
@@ -79,25 +85,71 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 			err = f.handOverIO(n)
 		}
 		n.io.Unlock()
+		if err == nil {
+			f.mu.Lock()
+			mode.DirectIO = n.ptOpens > 0
+			h.cached = !mode.DirectIO
+			if h.cached {
+				n.cachedOpens++
+			}
+			f.mu.Unlock()
+		}
 		return h, mode, err
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if n.local == nil && n.fileID != uuid.Nil {
-		for v, c := range n.readers {
-			if c > 0 && v != n.version {
-				mode.DirectIO = true
+	clean := n.local == nil && n.fileID != uuid.Nil
+	key := cache.Key{FileID: n.fileID, Version: string(n.version)}
+	size := n.size
+	f.mu.Unlock()
+	var backing *os.File
+	if clean && f.cfg.Passthrough {
+		if e, err := f.cache.Acquire(key, size); err == nil {
+			if backing = e.File(); backing != nil {
+				h.entry = e // pinned while the kernel reads its file
+			} else {
+				e.Release()
 			}
 		}
-		mode.KeepCache = n.openVer == n.version && !mode.DirectIO
-		if !mode.DirectIO {
-			n.openVer = n.version
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !clean || n.local != nil || key != (cache.Key{FileID: n.fileID, Version: string(n.version)}) {
+		// changed meanwhile: a plain open of whatever it is now
+		if h.entry != nil {
+			h.entry.Release()
+			h.entry = nil
 		}
-		h.key = cache.Key{FileID: n.fileID, Version: string(n.version)}
-		if n.readers == nil {
-			n.readers = map[remote.VersionID]int{}
+		mode.DirectIO = n.ptOpens > 0
+		h.cached = !mode.DirectIO
+		if h.cached {
+			n.cachedOpens++
 		}
-		n.readers[n.version]++
+		return h, mode, nil
+	}
+	h.key = key
+	if n.readers == nil {
+		n.readers = map[remote.VersionID]int{}
+	}
+	n.readers[n.version]++
+	olderReaders := false
+	for v, c := range n.readers {
+		if c > 0 && v != n.version {
+			olderReaders = true
+		}
+	}
+	switch {
+	case backing != nil && n.cachedOpens == 0 && (n.ptOpens == 0 || n.ptKey == key):
+		mode.Passthrough = backing
+		h.pt = true
+		n.ptOpens++
+		n.ptKey = key
+	case olderReaders || n.ptOpens > 0:
+		mode.DirectIO = true
+	default:
+		mode.KeepCache = n.openVer == n.version
+		n.openVer = n.version
+		h.cached = true
+		n.cachedOpens++
 	}
 	return h, mode, nil
 }
@@ -134,13 +186,14 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*No
 	n.key = uuid.NewString()
 	n.local = &staging{path: file.Name(), f: file, dirty: true}
 	n.writers = 1
+	n.cachedOpens = 1
 	f.attachLocked(dir, name, n)
 	f.byKey[n.key] = n
 	f.claimParkedLocked(n)
 	f.gen++
 	n.touched = f.gen
 	dir.mtime = time.Now()
-	return n, &Handle{fs: f, n: n, write: true}, nil
+	return n, &Handle{fs: f, n: n, write: true, cached: true}, nil
 }
 
 // claimParkedLocked gives a new node at path P the identity of a file that
@@ -311,10 +364,7 @@ func (f *FS) handOverIO(n *Node) error {
 		Staging: loc.path, DeleteAfter: n.deleteNext, DeleteAfterVersion: n.deleteVer,
 	}
 	f.mu.Unlock()
-	if err := loc.f.Sync(); err != nil {
-		return fmt.Errorf("syncing staged copy of %s: %w", job.Path, err)
-	}
-	if err := f.queue.Enqueue(job); err != nil {
+	if err := f.queue.Enqueue(job); err != nil { // fsyncs the staged bytes, then journals
 		return fmt.Errorf("queueing %s for publishing: %w", job.Path, err)
 	}
 	f.mu.Lock()
@@ -400,13 +450,23 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	e := h.entry
 	ekey := e.Key()
 	fetch := f.fetcher(n, ekey, &h.blob)
-	sequential := off == h.nextOff
-	if sequential {
+	// Read ahead in big steps: ask for the next window only once half of
+	// what was asked for is consumed, so the service sees few large,
+	// parallel ranged downloads rather than one per kernel read.
+	var aheadFrom, aheadLen int64
+	if off == h.nextOff {
 		h.window = min(max(2*h.window, minReadAhead), maxReadAhead)
+		end := off + int64(len(p))
+		if h.ahead < end {
+			h.ahead = end
+		}
+		if h.ahead-end < h.window/2 {
+			aheadFrom, aheadLen = h.ahead, h.window
+			h.ahead += h.window
+		}
 	} else {
-		h.window = 0
+		h.window, h.ahead = 0, 0
 	}
-	window := h.window
 	h.nextOff = off + int64(len(p))
 	h.mu.Unlock()
 
@@ -418,8 +478,8 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	if errors.Is(err, io.EOF) {
 		err = nil
 	}
-	if err == nil && window > 0 && off+int64(nr) < e.Size() {
-		e.Prefetch(off+int64(nr), window, fetch)
+	if err == nil && aheadLen > 0 && aheadFrom < e.Size() {
+		e.Prefetch(aheadFrom, aheadLen, fetch)
 	}
 	return nr, err
 }
@@ -565,6 +625,14 @@ func (h *Handle) Release() {
 	}
 	h.mu.Unlock()
 	f, n := h.fs, h.n
+	f.mu.Lock()
+	if h.cached {
+		n.cachedOpens--
+	}
+	if h.pt {
+		n.ptOpens--
+	}
+	f.mu.Unlock()
 	if h.key.FileID != uuid.Nil {
 		f.mu.Lock()
 		if n.readers[remote.VersionID(h.key.Version)]--; n.readers[remote.VersionID(h.key.Version)] <= 0 {
