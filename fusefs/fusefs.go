@@ -290,6 +290,12 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, n.m.errno("open", n.m.core.Path(n.n), err)
 	}
+	fh, ff := n.m.newHandle(h, mode)
+	return fh, ff, 0
+}
+
+// newHandle wraps a core handle and turns its open mode into FOPEN flags.
+func (m *mount) newHandle(h *vfs.Handle, mode vfs.OpenMode) (*handle, uint32) {
 	var ff uint32
 	if mode.KeepCache {
 		ff |= fuse.FOPEN_KEEP_CACHE
@@ -297,20 +303,21 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if mode.DirectIO {
 		ff |= fuse.FOPEN_DIRECT_IO
 	}
-	fh := &handle{m: n.m, h: h, ptFd: -1}
+	fh := &handle{m: m, h: h, ptFd: -1}
 	if mode.Passthrough != nil {
 		fh.ptFd = int(mode.Passthrough.Fd())
 	}
-	return fh, ff, 0
+	return fh, ff
 }
 
 // Create makes and opens a new file.
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	c, h, err := n.m.core.Create(ctx, n.n, name, int(flags))
+	c, h, om, err := n.m.core.Create(ctx, n.n, name, int(flags))
 	if err != nil {
 		return nil, nil, 0, n.m.errno("create", name, err)
 	}
-	return n.child(ctx, c, out), &handle{m: n.m, h: h, ptFd: -1}, 0, 0
+	fh, ff := n.m.newHandle(h, om)
+	return n.child(ctx, c, out), fh, ff, 0
 }
 
 // Mkdir makes a folder.

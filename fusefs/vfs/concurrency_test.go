@@ -13,7 +13,7 @@ import (
 // writeVia creates-or-truncates p in dir and writes data in two pieces,
 // reading it back before closing (no t.Fatal: runs on other goroutines).
 func writeVia(ctx context.Context, f *FS, dir *Node, name string, data []byte) error {
-	_, h, err := f.Create(ctx, dir, name, syscall.O_RDWR|syscall.O_CREAT|syscall.O_TRUNC)
+	_, h, _, err := f.Create(ctx, dir, name, syscall.O_RDWR|syscall.O_CREAT|syscall.O_TRUNC)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", name, err)
 	}

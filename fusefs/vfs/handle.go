@@ -154,31 +154,32 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 	return h, mode, nil
 }
 
-// Create makes a new empty file and opens it.
-func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*Node, *Handle, error) {
+// Create makes a new empty file and opens it. If the name exists (in
+// another case, or created meanwhile) it opens that file instead.
+func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*Node, *Handle, OpenMode, error) {
 	if f.cfg.ReadOnly {
-		return nil, nil, ErrReadOnly
+		return nil, nil, OpenMode{}, ErrReadOnly
 	}
 	if err := remote.ValidateName(name); err != nil {
-		return nil, nil, err
+		return nil, nil, OpenMode{}, err
 	}
 	f.mu.Lock()
 	if cur := dir.children[remote.FoldName(name)]; cur != nil {
 		f.mu.Unlock()
 		if flags&syscall.O_EXCL != 0 {
-			return nil, nil, ErrExist
+			return nil, nil, OpenMode{}, ErrExist
 		}
-		h, _, err := f.Open(ctx, cur, flags)
-		return cur, h, err // the kernel's pages are coherent with what writers see
+		h, mode, err := f.Open(ctx, cur, flags)
+		return cur, h, mode, err
 	}
 	if err := remote.ValidatePath(f.pathLocked(dir) + "/" + name); err != nil {
 		f.mu.Unlock()
-		return nil, nil, err
+		return nil, nil, OpenMode{}, err
 	}
 	f.mu.Unlock()
 	file, err := f.cache.NewStaging()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, OpenMode{}, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -193,7 +194,7 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*No
 	f.gen++
 	n.touched = f.gen
 	dir.mtime = time.Now()
-	return n, &Handle{fs: f, n: n, write: true, cached: true}, nil
+	return n, &Handle{fs: f, n: n, write: true, cached: true}, OpenMode{}, nil
 }
 
 // claimParkedLocked gives a new node at path P the identity of a file that

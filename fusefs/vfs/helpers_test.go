@@ -223,7 +223,7 @@ func (e *env) dirOf(p string) (*Node, string) {
 func (e *env) create(p string) (*Node, *Handle) {
 	e.t.Helper()
 	d, name := e.dirOf(p)
-	n, h, err := e.core.Create(ctxT(e.t), d, name, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC)
+	n, h, _, err := e.core.Create(ctxT(e.t), d, name, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC)
 	if err != nil {
 		e.t.Fatalf("create %q: %v", p, err)
 	}

@@ -18,10 +18,10 @@ func TestCaseInsensitiveLookupAndCreate(t *testing.T) {
 		t.Fatalf("path %q", e.core.Path(n))
 	}
 	d := e.mustNode("DOCS")
-	if _, _, err := e.core.Create(ctxT(t), d, "report.pdf", syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL); err != ErrExist {
+	if _, _, _, err := e.core.Create(ctxT(t), d, "report.pdf", syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL); err != ErrExist {
 		t.Fatalf("O_EXCL create of a case variant: %v", err)
 	}
-	m, h, err := e.core.Create(ctxT(t), d, "REPORT.PDF", syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC)
+	m, h, _, err := e.core.Create(ctxT(t), d, "REPORT.PDF", syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestInvalidNames(t *testing.T) {
 		{long, remote.ErrNameTooLong},
 		{"ctl\x01", remote.ErrInvalidPath},
 	} {
-		_, _, err := e.core.Create(ctxT(t), root, c.name, syscall.O_WRONLY|syscall.O_CREAT)
+		_, _, _, err := e.core.Create(ctxT(t), root, c.name, syscall.O_WRONLY|syscall.O_CREAT)
 		wantErr(t, "create "+c.name, err, c.want)
 		_, err = e.core.Mkdir(root, c.name)
 		wantErr(t, "mkdir "+c.name, err, c.want)
@@ -261,7 +261,7 @@ func TestReadOnlyRefusesWrites(t *testing.T) {
 	e := newSeeded(t, coreOpts{readOnly: true}, map[string][]byte{"D/f": []byte("ro")})
 	root, d, f := e.core.Root(), e.mustNode("D"), e.mustNode("D/f")
 	ctx := ctxT(t)
-	if _, _, err := e.core.Create(ctx, root, "n", syscall.O_WRONLY|syscall.O_CREAT); err != ErrReadOnly {
+	if _, _, _, err := e.core.Create(ctx, root, "n", syscall.O_WRONLY|syscall.O_CREAT); err != ErrReadOnly {
 		t.Errorf("create: %v", err)
 	}
 	for _, fl := range []int{syscall.O_WRONLY, syscall.O_RDWR, syscall.O_RDONLY | syscall.O_TRUNC} {
