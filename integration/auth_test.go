@@ -24,12 +24,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"evofs/cache"
-	"evofs/fusefs"
-	"evofs/fusefs/vfs"
 	"evofs/remote"
 	"evofs/remote/emulator"
-	"evofs/writeback"
 )
 
 var (
@@ -74,56 +70,10 @@ func browser(t *testing.T, authURL string) {
 	resp.Body.Close()
 }
 
-// authMount mounts ts's workspace in-process with the given token source
-// (a variant of mountOn).
+// authMount mounts ts's workspace in-process with the given token source.
 func authMount(t *testing.T, ts *emulator.TestServer, tokens remote.TokenSource) *testMount {
 	t.Helper()
-	requireFUSE(t)
-	log, buf := testLogger(t)
-	client, err := remote.New(remote.Config{
-		BaseURL: ts.URL, Org: ts.Org, Workspace: ts.Workspace, Tokens: tokens,
-		PollMin: 5 * time.Millisecond, PollMax: 100 * time.Millisecond,
-		Retry:  remote.RetryPolicy{MaxAttempts: 5, MinDelay: 5 * time.Millisecond, MaxDelay: 100 * time.Millisecond},
-		Logger: log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	c, err := cache.Open(cache.Config{Dir: filepath.Join(dir, "data"), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	core, err := vfs.New(vfs.Config{
-		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PollInterval: 500 * time.Millisecond,
-		Writeback: writeback.Config{Dir: filepath.Join(dir, "journal"), Delay: 50 * time.Millisecond,
-			RetryMin: 10 * time.Millisecond, RetryMax: 200 * time.Millisecond},
-		Logger: log,
-	}, client, c)
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	if err := core.Start(context.Background()); err != nil {
-		core.Close()
-		c.Close()
-		t.Fatal(err)
-	}
-	mp := t.TempDir()
-	server, err := fusefs.Mount(mp, core, fusefs.Options{Logger: log})
-	if err != nil {
-		core.Close()
-		c.Close()
-		t.Fatal(err)
-	}
-	m := &testMount{t: t, dir: mp, ts: ts, client: client, core: core, cache: c, server: server, log: buf}
-	t.Cleanup(func() {
-		m.unmount()
-		if t.Failed() {
-			t.Logf("mount log:\n%s", tail(buf.String(), 8000))
-		}
-	})
-	return m
+	return mountOn(t, ts, mountOpts{tokens: tokens, pollInterval: 500 * time.Millisecond, writeBackDelay: 50 * time.Millisecond})
 }
 
 // signIn runs the PKCE login against ims and saves the login store.

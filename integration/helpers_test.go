@@ -64,6 +64,7 @@ type mountOpts struct {
 	cacheSize      int64
 	maxDirRename   int64
 	emu            emulator.Options
+	tokens         remote.TokenSource // default: the test server's static token
 }
 
 // testMount is one mounted workspace.
@@ -118,8 +119,11 @@ func mountOn(t testing.TB, ts *emulator.TestServer, o mountOpts) *testMount {
 	t.Helper()
 	requireFUSE(t)
 	log, buf := testLogger(t)
+	if o.tokens == nil {
+		o.tokens = remote.StaticToken(ts.Token)
+	}
 	client, err := remote.New(remote.Config{
-		BaseURL: ts.URL, Org: ts.Org, Workspace: ts.Workspace, Tokens: remote.StaticToken(ts.Token),
+		BaseURL: ts.URL, Org: ts.Org, Workspace: ts.Workspace, Tokens: o.tokens,
 		PollMin: 5 * time.Millisecond, PollMax: 100 * time.Millisecond,
 		Retry:  remote.RetryPolicy{MaxAttempts: 5, MinDelay: 5 * time.Millisecond, MaxDelay: 100 * time.Millisecond},
 		Logger: log,
