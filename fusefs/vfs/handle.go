@@ -454,8 +454,10 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	// Read ahead in big steps: ask for the next window only once half of
 	// what was asked for is consumed, so the service sees few large,
 	// parallel ranged downloads rather than one per kernel read.
+	// The kernel issues read-ahead requests concurrently, so they arrive a
+	// little out of order: a read near where the stream is counts as sequential.
 	var aheadFrom, aheadLen int64
-	if off == h.nextOff {
+	if near := max(h.window, minReadAhead); off >= h.nextOff-near && off <= h.nextOff+near {
 		h.window = min(max(2*h.window, minReadAhead), maxReadAhead)
 		end := off + int64(len(p))
 		if h.ahead < end {
@@ -465,10 +467,11 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 			aheadFrom, aheadLen = h.ahead, h.window
 			h.ahead += h.window
 		}
+		h.nextOff = max(h.nextOff, end)
 	} else {
 		h.window, h.ahead = 0, 0
+		h.nextOff = off + int64(len(p))
 	}
-	h.nextOff = off + int64(len(p))
 	h.mu.Unlock()
 
 	bctx, cancel := f.bg(metaTimeout)
