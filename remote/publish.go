@@ -43,7 +43,7 @@ func (c *Client) Publish(ctx context.Context, t Target, content io.ReaderAt, siz
 		switch {
 		case err == nil:
 			ticket = nt
-			if o.AckedBlockSize == c.cfg.BlockSize && len(o.Acked) > 0 {
+			if nt.VersionID == o.Resume.VersionID && o.AckedBlockSize == c.cfg.BlockSize && len(o.Acked) > 0 {
 				acked = make(map[string]bool, len(o.Acked))
 				for _, id := range o.Acked {
 					acked[id] = true

@@ -276,7 +276,15 @@ func (q *Queue) load() error {
 		if j.rec.State == StatePublished {
 			continue // only clean-up left; the staging file may already be gone
 		}
-		if _, err := os.Stat(j.rec.Job.Staging); err != nil && j.rec.State != StateFailed {
+		_, serr := os.Stat(j.rec.Job.Staging)
+		if j.rec.State == StateFailed && serr == nil {
+			// A restart is a new attempt, not a blind retry: the role,
+			// the sign-in or the service may have been fixed meanwhile.
+			q.logJob(j.rec.Job).WithField("last_error", j.rec.LastError).Info("writeback: retrying a failed job after restart")
+			j.rec.State, j.err = StatePending, nil
+			j.rec.Acked, j.rec.AckedBlockSize = nil, 0
+		}
+		if err := serr; err != nil && j.rec.State != StateFailed {
 			j.rec.State = StateFailed
 			j.err = fmt.Errorf("staging file lost: %w", err)
 			j.rec.LastError = j.err.Error()

@@ -170,6 +170,11 @@ func (q *Queue) publish(ctx context.Context, j *job, rec record) (Result, error)
 	}
 	size := st.Size()
 	q.mu.Lock()
+	if rec.Size != size {
+		// block ids name offsets only: staged blocks of another size are not ours
+		rec.Acked, rec.AckedBlockSize = nil, 0
+		j.rec.Acked, j.rec.AckedBlockSize = nil, 0
+	}
 	j.rec.Size = size
 	q.mu.Unlock()
 
@@ -346,7 +351,8 @@ func (q *Queue) stillToDelete(ctx context.Context, res Result, log *logrus.Entry
 	case errors.Is(err, remote.ErrNotFound), errors.Is(err, remote.ErrGone):
 		return false // already gone
 	case err != nil:
-		return true // let the delete itself retry or report
+		log.WithError(err).WithField("delete_after", id.String()).Warn("writeback: cannot check the renamed-away file; keeping it")
+		return false // deleting is the destructive choice
 	case m.VersionID != want:
 		log.WithField("delete_after", id.String()).WithField("version", string(m.VersionID)).
 			Info("writeback: the renamed-away file changed since; keeping it")
@@ -446,7 +452,12 @@ func (q *Queue) settle(j *job, res Result, err error) {
 	var rebased *job
 	if list := q.keys[rec.Job.Key]; out == outDone && res.ConflictPath == "" && len(list) > 1 && list[0] == j {
 		n := list[1]
-		if n.rec.Job.FileID == uuid.Nil || n.rec.Job.FileID == rec.Job.FileID {
+		if n.rec.Job.DeleteAfter == res.Meta.FileID {
+			// It moves the content away from the file we just published to:
+			// that version is ours, so the move still deletes it.
+			n.rec.Job.DeleteAfterVersion = res.Meta.VersionID
+			rebased = n
+		} else if n.rec.Job.FileID == uuid.Nil || n.rec.Job.FileID == rec.Job.FileID {
 			n.rec.Job.FileID = res.Meta.FileID
 			n.rec.Job.BaseVersion = res.Meta.VersionID
 			rebased = n

@@ -330,6 +330,17 @@ func (q *Queue) Cancel(key string) {
 	q.mu.Unlock()
 	for _, j := range drop {
 		q.logJob(j.rec.Job).Info("writeback: cancelled before publishing")
+		if j.rec.Ticket != nil {
+			// It registered (maybe committed) a version before it was
+			// cancelled: remove a file it created, off the caller's goroutine.
+			q.wg.Add(1)
+			go func(j *job) {
+				defer q.wg.Done()
+				q.undoCancelled(j, nil)
+				q.discard(j, true)
+			}(j)
+			continue
+		}
 		q.discard(j, true)
 	}
 }

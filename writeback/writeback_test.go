@@ -521,14 +521,18 @@ func TestPermanentFailure(t *testing.T) {
 	}
 	tries := st.Tries
 
-	// Still failed (and not retried) after a restart.
+	// A restart tries it once more (the cause may have been fixed); it
+	// fails again and stays, with its data.
 	q.Close()
 	q = e.open(e.config())
 	if err := q.Wait(ctx, "bad"); !errors.As(err, &je) || je.Key != "bad" {
 		t.Fatalf("Wait after restart = %v", err)
 	}
-	if st, _ := q.Pending("bad"); st.State != StateFailed || st.Tries != tries {
+	if st, _ := q.Pending("bad"); st.State != StateFailed || st.Tries != tries+1 {
 		t.Fatalf("after restart: %+v (tries before %d)", st, tries)
+	}
+	if !exists(stg) {
+		t.Fatal("failed job lost its data after the restart")
 	}
 
 	// A new Enqueue for the key replaces the failed job.

@@ -166,7 +166,10 @@ func (f *FS) onPublished(r writeback.Result) {
 				f.setRemoteLocked(n, theirs)
 				f.notifier().InvalidateContent(n.ino)
 			} else {
-				n.local.queued = false // a clean copy: the next listing replaces it
+				// Keep showing our bytes until the next listing, from a
+				// private copy: the published staging file now backs the
+				// cache entry of the conflict copy and must not be written.
+				f.keepPrivateCopyLocked(n)
 			}
 		}
 		f.kickPoll()
@@ -194,6 +197,25 @@ func (f *FS) onPublished(r writeback.Result) {
 	f.dropCleanLocalLocked(n) // an unmodified copy of what was just published
 	n.localVer = r.Meta.VersionID
 	n.openVer = n.version // the kernel's pages already hold these bytes
+}
+
+// keepPrivateCopyLocked replaces n's published staging file by an unqueued,
+// clean private copy (the next listing replaces it), or drops it when no
+// copy can be made.
+func (f *FS) keepPrivateCopyLocked(n *Node) {
+	file, err := f.cache.NewStaging()
+	if err == nil {
+		if err = copyFile(file, n.local.f); err != nil {
+			file.Close()
+			os.Remove(file.Name())
+		}
+	}
+	f.dropLocalLocked(n)
+	if err != nil {
+		f.log.WithError(err).Warn("cannot keep a local copy after a conflict; the file shows again after the next listing")
+		return
+	}
+	n.local = &staging{path: file.Name(), f: file}
 }
 
 // dropLocalLocked closes a node's staging file (writeback owns its removal).
