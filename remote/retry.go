@@ -35,10 +35,14 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 	return p
 }
 
+// maxRetryAfter bounds how long a Retry-After answer may make a call wait
+// (a call whose context ends sooner gives up at once instead).
+const maxRetryAfter = 5 * time.Minute
+
 // backoff is the full-jitter delay before try attempt+1 (attempt >= 1).
 func (p RetryPolicy) backoff(attempt int, retryAfter string) time.Duration {
 	if d, ok := parseRetryAfter(retryAfter, time.Now()); ok {
-		return min(d, p.MaxDelay)
+		return min(d, maxRetryAfter) // the server's wish, within reason
 	}
 	ceil := p.MaxDelay
 	if attempt < 32 {

@@ -81,8 +81,11 @@ func TestBackoffBounds(t *testing.T) {
 			}
 		}
 	}
-	if d := p.backoff(1, "1"); d != p.MaxDelay {
-		t.Fatalf("Retry-After above MaxDelay gave %v, want the cap %v", d, p.MaxDelay)
+	if d := p.backoff(1, "1"); d != time.Second {
+		t.Fatalf("Retry-After above MaxDelay gave %v, want the server's 1s", d)
+	}
+	if d := p.backoff(1, "86400"); d != maxRetryAfter {
+		t.Fatalf("Retry-After of a day gave %v, want the cap %v", d, maxRetryAfter)
 	}
 	p.MaxDelay = 5 * time.Second
 	if d := p.backoff(1, "2"); d != 2*time.Second {
