@@ -79,18 +79,6 @@ func (e *Entry) Key() Key { return e.key }
 // Size returns the version's size.
 func (e *Entry) Size() int64 { return e.size }
 
-// File returns the content file when every chunk is present and verified,
-// for the kernel to read directly (FUSE passthrough); nil otherwise. It
-// stays valid, with immutable content, until Release.
-func (e *Entry) File() *os.File {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.npresent != e.nchunks || e.verified.count() != e.nchunks {
-		return nil
-	}
-	return e.f // stable while pinned: Acquire opened it
-}
-
 // Complete reports whether every byte is present.
 func (e *Entry) Complete() bool {
 	e.mu.Lock()

@@ -303,11 +303,7 @@ func (m *mount) newHandle(h *vfs.Handle, mode vfs.OpenMode) (*handle, uint32) {
 	if mode.DirectIO {
 		ff |= fuse.FOPEN_DIRECT_IO
 	}
-	fh := &handle{m: m, h: h, ptFd: -1}
-	if mode.Passthrough != nil {
-		fh.ptFd = int(mode.Passthrough.Fd())
-	}
-	return fh, ff
+	return &handle{m: m, h: h}, ff
 }
 
 // Create makes and opens a new file.
@@ -393,24 +389,19 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 // handle is an open file.
 type handle struct {
-	m    *mount
-	h    *vfs.Handle
-	ptFd int // the cache file the kernel reads directly, or -1
+	m *mount
+	h *vfs.Handle
 }
 
 var (
-	_ fs.FilePassthroughFder = (*handle)(nil)
-	_ fs.FileReader          = (*handle)(nil)
-	_ fs.FileWriter          = (*handle)(nil)
-	_ fs.FileFlusher         = (*handle)(nil)
-	_ fs.FileFsyncer         = (*handle)(nil)
-	_ fs.FileReleaser        = (*handle)(nil)
+	_ fs.FileReader   = (*handle)(nil)
+	_ fs.FileWriter   = (*handle)(nil)
+	_ fs.FileFlusher  = (*handle)(nil)
+	_ fs.FileFsyncer  = (*handle)(nil)
+	_ fs.FileReleaser = (*handle)(nil)
 )
 
 func (h *handle) path() string { return h.m.core.Path(h.h.Node()) }
-
-// PassthroughFd hands the kernel a fully cached version's file, if any.
-func (h *handle) PassthroughFd() (int, bool) { return h.ptFd, h.ptFd >= 0 }
 
 // Read reads from the file.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

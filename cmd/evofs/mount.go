@@ -52,7 +52,6 @@ type mountFlags struct {
 	local, daemon   bool
 	logFile         string
 	umask           string
-	passthrough     bool
 }
 
 // defineMountFlags declares the mount flags on fl (also used to know which
@@ -68,7 +67,6 @@ func defineMountFlags(fl *flag.FlagSet, m *mountFlags) {
 	fl.BoolVar(&m.daemon, "daemon", false, "run in the background; return once the mount is ready")
 	fl.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr")
 	fl.StringVar(&m.umask, "umask", "", "octal umask applied to file and folder modes (e.g. 027; files show 0644 and folders 0755 before it)")
-	fl.BoolVar(&m.passthrough, "passthrough", true, "let the kernel read fully cached files straight from the cache (root, Linux >= 6.9)")
 	fl.StringVar(&m.cacheDir, "cache-dir", "", "cache directory (default: per org/workspace under the user's cache dir)")
 	fl.StringVar(&m.localData, "local-data", "", "data directory of the embedded local service (default: under the user's data dir)")
 	fl.StringVar(&m.logLevel, "log-level", "info", "log level (debug, info, warn, error)")
@@ -217,7 +215,7 @@ func runMount(args []string) (err error) {
 	core, err := vfs.New(vfs.Config{
 		UID: uint32(mf.uid), GID: uint32(mf.gid), ReadOnly: readOnly,
 		PollInterval: mf.pollInterval, LocalPatterns: patterns, MaxDirRenameBytes: mf.maxDirRename,
-		SyncClose: mf.syncClose, Umask: uint32(umask), Passthrough: mf.passthrough && os.Geteuid() == 0,
+		SyncClose: mf.syncClose, Umask: uint32(umask),
 		Writeback: writeback.Config{Dir: filepath.Join(cacheDir, "journal"), Delay: mf.writeBackDelay, Transfers: mf.transfers,
 			Logger: log.WithField("component", "writeback")},
 		Logger: log.WithField("component", "vfs"),

@@ -66,10 +66,6 @@ type Config struct {
 	MaxDirRenameBytes int64
 	// SyncClose makes the last close of a written file wait until it is published.
 	SyncClose bool
-	// Passthrough lets the kernel read fully cached versions straight from
-	// the cache file (FUSE passthrough; needs root and Linux >= 6.9, else
-	// reads go through evofs as usual).
-	Passthrough bool
 	// Umask is applied to the modes shown (0644 files, 0755 folders).
 	Umask uint32
 	// PollOverlap is how far back each delta poll looks before the newest

@@ -33,9 +33,7 @@ type Handle struct {
 	n     *Node
 	write bool
 
-	key    cache.Key // clean version opened (read-only handles); zero for writers
-	cached bool      // counted in Node.cachedOpens
-	pt     bool      // counted in Node.ptOpens
+	key cache.Key // clean version opened (read-only handles); zero for writers
 
 	mu       sync.Mutex // guards the fields below
 	entry    *cache.Entry
@@ -55,11 +53,12 @@ type OpenMode struct {
 	// pages are still valid.
 	KeepCache bool
 	// DirectIO: readers of an older version are still open and own the page
-	// cache (they keep the version they opened), or passthrough handles own
-	// the inode, so this handle bypasses the page cache.
+	// cache (they keep the version they opened), so this handle bypasses it.
+	//
+	// (FUSE passthrough of fully cached versions was tried and removed: the
+	// kernel refuses to mix passthrough and page-cached opens of one inode,
+	// and go-fuse applies an inode's backing file to every later open.)
 	DirectIO bool
-	// Passthrough, if set, is the cache file the kernel reads directly.
-	Passthrough *os.File
 }
 
 // Open opens a file node.
@@ -85,71 +84,25 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 			err = f.handOverIO(n)
 		}
 		n.io.Unlock()
-		if err == nil {
-			f.mu.Lock()
-			mode.DirectIO = n.ptOpens > 0
-			h.cached = !mode.DirectIO
-			if h.cached {
-				n.cachedOpens++
-			}
-			f.mu.Unlock()
-		}
 		return h, mode, err
 	}
 	f.mu.Lock()
-	clean := n.local == nil && n.fileID != uuid.Nil
-	key := cache.Key{FileID: n.fileID, Version: string(n.version)}
-	size := n.size
-	f.mu.Unlock()
-	var backing *os.File
-	if clean && f.cfg.Passthrough {
-		if e, err := f.cache.Acquire(key, size); err == nil {
-			if backing = e.File(); backing != nil {
-				h.entry = e // pinned while the kernel reads its file
-			} else {
-				e.Release()
+	defer f.mu.Unlock()
+	if n.local == nil && n.fileID != uuid.Nil {
+		for v, c := range n.readers {
+			if c > 0 && v != n.version {
+				mode.DirectIO = true
 			}
 		}
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !clean || n.local != nil || key != (cache.Key{FileID: n.fileID, Version: string(n.version)}) {
-		// changed meanwhile: a plain open of whatever it is now
-		if h.entry != nil {
-			h.entry.Release()
-			h.entry = nil
+		mode.KeepCache = n.openVer == n.version && !mode.DirectIO
+		if !mode.DirectIO {
+			n.openVer = n.version
 		}
-		mode.DirectIO = n.ptOpens > 0
-		h.cached = !mode.DirectIO
-		if h.cached {
-			n.cachedOpens++
+		h.key = cache.Key{FileID: n.fileID, Version: string(n.version)}
+		if n.readers == nil {
+			n.readers = map[remote.VersionID]int{}
 		}
-		return h, mode, nil
-	}
-	h.key = key
-	if n.readers == nil {
-		n.readers = map[remote.VersionID]int{}
-	}
-	n.readers[n.version]++
-	olderReaders := false
-	for v, c := range n.readers {
-		if c > 0 && v != n.version {
-			olderReaders = true
-		}
-	}
-	switch {
-	case backing != nil && n.cachedOpens == 0 && (n.ptOpens == 0 || n.ptKey == key):
-		mode.Passthrough = backing
-		h.pt = true
-		n.ptOpens++
-		n.ptKey = key
-	case olderReaders || n.ptOpens > 0:
-		mode.DirectIO = true
-	default:
-		mode.KeepCache = n.openVer == n.version
-		n.openVer = n.version
-		h.cached = true
-		n.cachedOpens++
+		n.readers[n.version]++
 	}
 	return h, mode, nil
 }
@@ -187,14 +140,13 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*No
 	n.key = uuid.NewString()
 	n.local = &staging{path: file.Name(), f: file, dirty: true}
 	n.writers = 1
-	n.cachedOpens = 1
 	f.attachLocked(dir, name, n)
 	f.byKey[n.key] = n
 	f.claimParkedLocked(n)
 	f.gen++
 	n.touched = f.gen
 	dir.mtime = time.Now()
-	return n, &Handle{fs: f, n: n, write: true, cached: true}, OpenMode{}, nil
+	return n, &Handle{fs: f, n: n, write: true}, OpenMode{}, nil
 }
 
 // claimParkedLocked gives a new node at path P the identity of a file that
@@ -629,14 +581,6 @@ func (h *Handle) Release() {
 	}
 	h.mu.Unlock()
 	f, n := h.fs, h.n
-	f.mu.Lock()
-	if h.cached {
-		n.cachedOpens--
-	}
-	if h.pt {
-		n.ptOpens--
-	}
-	f.mu.Unlock()
 	if h.key.FileID != uuid.Nil {
 		f.mu.Lock()
 		if n.readers[remote.VersionID(h.key.Version)]--; n.readers[remote.VersionID(h.key.Version)] <= 0 {

@@ -39,21 +39,16 @@ type Node struct {
 	mtime      time.Time
 	ctime      time.Time
 
-	local    *staging                 // non-nil while the content is local
-	writers  int                      // open writable handles
-	openVer  remote.VersionID         // version at the last open (the kernel's pages hold it)
-	localVer remote.VersionID         // version our own last publish produced
-	readers  map[remote.VersionID]int // open clean read handles by the version they opened
-	// The kernel refuses to mix page-cached and passthrough opens of one
-	// inode, and allows one backing file per inode: these count both kinds.
-	cachedOpens int              // open handles using the page cache
-	ptOpens     int              // open passthrough handles
-	ptKey       cache.Key        // the version the passthrough handles read
-	deleteNext  uuid.UUID        // a file to delete once this node's next publish lands (renamed-away identity)
-	deleteVer   remote.VersionID // the version deleteNext had; a changed file is kept
-	deletePath  string           // where deleteNext lives on the service
-	touched     uint64           // FS.gen of the last local change (guards against stale listings)
-	failed      string           // last permanent publish failure, for status
+	local      *staging                 // non-nil while the content is local
+	writers    int                      // open writable handles
+	openVer    remote.VersionID         // version at the last open (the kernel's pages hold it)
+	localVer   remote.VersionID         // version our own last publish produced
+	readers    map[remote.VersionID]int // open clean read handles by the version they opened
+	deleteNext uuid.UUID                // a file to delete once this node's next publish lands (renamed-away identity)
+	deleteVer  remote.VersionID         // the version deleteNext had; a changed file is kept
+	deletePath string                   // where deleteNext lives on the service
+	touched    uint64                   // FS.gen of the last local change (guards against stale listings)
+	failed     string                   // last permanent publish failure, for status
 }
 
 // staging is a node's local content.
