@@ -75,9 +75,12 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 	if write || trunc {
 		n.io.Lock()
 		err = f.makeLocalIO(ctx, n, trunc)
-		if err == nil && write {
+		if err == nil {
 			f.mu.Lock()
-			n.writers++
+			n.handles++
+			if write {
+				n.writers++
+			}
 			f.mu.Unlock()
 		}
 		if err == nil && trunc && !write {
@@ -88,6 +91,7 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	n.handles++
 	if n.local == nil && n.fileID != uuid.Nil {
 		for v, c := range n.readers {
 			if c > 0 && v != n.version {
@@ -139,7 +143,7 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*No
 	n := f.newNodeLocked(false)
 	n.key = uuid.NewString()
 	n.local = &staging{path: file.Name(), f: file, dirty: true}
-	n.writers = 1
+	n.writers, n.handles = 1, 1
 	f.attachLocked(dir, name, n)
 	f.byKey[n.key] = n
 	f.claimParkedLocked(n)
@@ -581,35 +585,37 @@ func (h *Handle) Release() {
 	}
 	h.mu.Unlock()
 	f, n := h.fs, h.n
-	if h.key.FileID != uuid.Nil {
-		f.mu.Lock()
-		if n.readers[remote.VersionID(h.key.Version)]--; n.readers[remote.VersionID(h.key.Version)] <= 0 {
-			delete(n.readers, remote.VersionID(h.key.Version))
-		}
-		f.mu.Unlock()
-	}
-	if !h.write {
-		return
-	}
 	n.io.Lock()
 	defer n.io.Unlock()
-	if err := f.handOverIO(n); err != nil {
-		f.log.WithError(err).WithField("path", f.Path(n)).Error("release: cannot queue the file for publishing; it stays in the local cache")
+	if h.write {
+		if err := f.handOverIO(n); err != nil {
+			f.log.WithError(err).WithField("path", f.Path(n)).Error("release: cannot queue the file for publishing; it stays in the local cache")
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n.writers--
+	if h.key.FileID != uuid.Nil {
+		if n.readers[remote.VersionID(h.key.Version)]--; n.readers[remote.VersionID(h.key.Version)] <= 0 {
+			delete(n.readers, remote.VersionID(h.key.Version))
+		}
+	}
+	n.handles--
+	if h.write {
+		n.writers--
+	}
 	if n.writers > 0 || n.local == nil {
 		return
 	}
 	loc := n.local
 	switch {
 	case n.removed:
-		loc.f.Close()
-		if !loc.queued {
-			os.Remove(loc.path)
+		if n.handles == 0 { // the last user of an unlinked file
+			loc.f.Close()
+			if !loc.queued {
+				os.Remove(loc.path)
+			}
+			n.local = nil
 		}
-		n.local = nil
 	case loc.dirty || f.isLocalOnly(n.name):
 		// keep: failed to queue, or local-only content
 	case !loc.queued && n.fileID != uuid.Nil:
@@ -619,8 +625,15 @@ func (h *Handle) Release() {
 		n.local = nil
 	case loc.queued:
 		if _, pending := f.queue.Pending(n.key); !pending {
-			// published while we still had it open
-			f.dropLocalLocked(n)
+			if n.staleBase {
+				// our content went to a conflict copy: show it from a private
+				// copy until the listing brings the service's version
+				f.keepPrivateCopyLocked(n)
+				n.staleBase = false
+				f.kickPoll()
+			} else {
+				f.dropLocalLocked(n) // published while we still had it open
+			}
 		}
 	}
 }

@@ -41,6 +41,8 @@ type Node struct {
 
 	local      *staging                 // non-nil while the content is local
 	writers    int                      // open writable handles
+	handles    int                      // open handles of any kind (a staging file is closed only when none is left)
+	staleBase  bool                     // our last publish became a conflict copy while a writer held the file
 	openVer    remote.VersionID         // version at the last open (the kernel's pages hold it)
 	localVer   remote.VersionID         // version our own last publish produced
 	readers    map[remote.VersionID]int // open clean read handles by the version they opened
@@ -182,6 +184,11 @@ func (f *FS) mkdirAllLocked(segs []string) *Node {
 		if c == nil || !c.dir {
 			if c != nil { // a file where a folder must be: the listing wins for folders
 				f.detachLocked(c)
+				f.forgetLocked(c)
+				f.notifier().EntryDeleted(d.ino, c.name, c.ino)
+				if c.local != nil {
+					f.log.WithField("path", f.pathLocked(d)+"/"+c.name).Warn("a folder on the service replaced a local file of the same name; its unpublished content stays in the cache's staging folder")
+				}
 			}
 			c = f.newNodeLocked(true)
 			f.attachLocked(d, s, c)

@@ -87,7 +87,7 @@ func (f *FS) Unlink(ctx context.Context, dir *Node, name string) error {
 	f.gen++
 	dir.mtime = time.Now()
 	loc := n.local
-	if loc != nil && n.writers == 0 {
+	if loc != nil && n.handles == 0 { // else the last Release closes it
 		loc.f.Close()
 		if !loc.queued {
 			os.Remove(loc.path)
@@ -219,7 +219,7 @@ func (f *FS) renameFile(ctx context.Context, src, dst, newDir *Node, newName str
 			f.deleteLater(dst.deleteNext, dst.deleteVer, dst.deletePath)
 			f.undoomLocked(dst)
 		}
-		if l := dst.local; l != nil && dst.writers == 0 && !l.queued {
+		if l := dst.local; l != nil && dst.handles == 0 && !l.queued {
 			l.f.Close()
 			os.Remove(l.path)
 			dst.local = nil

@@ -19,7 +19,9 @@ func (f *FS) insertRemoteLocked(m *remote.FileMeta) *Node {
 		return nil // renamed away here; deleted once the rename's publish lands
 	}
 	if n := f.byID[m.FileID]; n != nil {
-		f.dropCleanLocalLocked(n)
+		if n.handles == 0 { // without Node.io: only when no handle can be reading it
+			f.dropCleanLocalLocked(n)
+		}
 		if n.local != nil || remote.FoldPath(n.remotePath) != remote.FoldPath(full) {
 			return n // local edits or a local rename win until published
 		}
@@ -119,6 +121,9 @@ func (f *FS) overlayJobLocked(st writeback.JobStatus) {
 		f.log.WithField("path", st.Path).WithError(err).Warn("cannot open pending staging file")
 		return
 	}
+	if n.local != nil { // an older job of the same key: the newest content shows
+		n.local.f.Close()
+	}
 	n.local = &staging{path: st.Staging, f: file, queued: true}
 	n.size = fi.Size()
 	n.mtime = fi.ModTime()
@@ -160,6 +165,9 @@ func (f *FS) onPublished(r writeback.Result) {
 	n.touched = f.gen
 	if r.ConflictPath != "" {
 		// Our bytes live on in the conflict copy.
+		if n.local != nil && n.local.path == r.Job.Staging && n.writers > 0 {
+			n.staleBase = true // the last close decides (handle.go Release)
+		}
 		if n.local != nil && n.local.path == r.Job.Staging && !n.local.dirty && n.writers == 0 {
 			if theirs != nil {
 				f.dropLocalLocked(n)
@@ -361,11 +369,6 @@ func (f *FS) Refresh(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// Stat snapshot of the core, for status.
-type Stat struct {
-	Jobs []writeback.JobStatus
 }
 
 // bg returns a context for remote calls made on behalf of a kernel request:
