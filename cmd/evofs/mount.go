@@ -246,7 +246,7 @@ func runMount(args []string) (err error) {
 	select {
 	case <-ctx.Done():
 		log.Info("signal received: unmounting")
-		unmount(server.Unmount, log)
+		unmount(server.Unmount, mountpoint, log)
 		<-unmounted
 	case <-unmounted:
 		log.Info("unmounted")
@@ -254,8 +254,13 @@ func runMount(args []string) (err error) {
 	return shutdown(core, mf.shutdownTimeout, log)
 }
 
-// unmount retries while the mount is busy (an open file, a shell in it).
-func unmount(do func() error, log *logrus.Entry) {
+// unmount retries while the mount is busy (an open file, a shell in it);
+// a second SIGINT/SIGTERM detaches it lazily instead (it goes once the
+// last program using it lets go; pending files are published then).
+func unmount(do func() error, mountpoint string, log *logrus.Entry) {
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
 	delay := 100 * time.Millisecond
 	for i := 0; ; i++ {
 		err := do()
@@ -263,9 +268,20 @@ func unmount(do func() error, log *logrus.Entry) {
 			return
 		}
 		if i == 0 || i%10 == 0 {
-			log.WithError(err).Warn("unmount failed (is a program still using the mount?); retrying")
+			log.WithError(err).Warn("unmount failed (is a program still using the mount?); retrying; signal again to detach it lazily")
 		}
-		time.Sleep(delay) // retrying a busy unmount: there is nothing to wait on
+		t := time.NewTimer(delay)
+		select {
+		case <-again:
+			t.Stop()
+			if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil {
+				log.WithError(err).Warn("lazy unmount failed; still retrying")
+				continue
+			}
+			log.Warn("detached lazily: the mount goes away once the programs using it let go")
+			return
+		case <-t.C:
+		}
 		delay = min(2*delay, 2*time.Second)
 	}
 }
