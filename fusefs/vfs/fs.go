@@ -131,6 +131,7 @@ type FS struct {
 	byID    map[uuid.UUID]*Node
 	byKey   map[string]*Node
 	doomed  map[uuid.UUID]*Node // ids a node will delete once its publish lands (renamed away)
+	parked  map[*Node]struct{}  // nodes that may sit under a local-only name away from their file (pruned lazily)
 	gen     uint64              // bumped on each local namespace or content change
 	pollErr string              // why the last listing failed ("" = online)
 
@@ -174,6 +175,7 @@ func New(cfg Config, client *remote.Client, c *cache.Cache) (*FS, error) {
 		byID:    map[uuid.UUID]*Node{},
 		byKey:   map[string]*Node{},
 		doomed:  map[uuid.UUID]*Node{},
+		parked:  map[*Node]struct{}{},
 	}
 	f.root = &Node{ino: 1, dir: true, children: map[string]*Node{}, explicitDir: true, mtime: time.Now()}
 	f.root.ctime = f.root.mtime

@@ -157,14 +157,23 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*No
 // was renamed away from P to a local-only name (editor backup pattern), so
 // that publishing it adds a version to that file.
 func (f *FS) claimParkedLocked(n *Node) {
+	if len(f.parked) == 0 {
+		return
+	}
 	p := remote.FoldPath(f.pathLocked(n))
-	for id, m := range f.byID {
-		if m == n || remote.FoldPath(m.remotePath) != p || remote.FoldPath(f.pathLocked(m)) == p {
+	for m := range f.parked {
+		if m.removed || m.fileID == uuid.Nil || f.byID[m.fileID] != m || remote.FoldPath(f.pathLocked(m)) == remote.FoldPath(m.remotePath) {
+			delete(f.parked, m) // not parked any more
 			continue
 		}
+		if m == n || remote.FoldPath(m.remotePath) != p {
+			continue
+		}
+		id := m.fileID
 		n.fileID, n.version, n.remotePath = id, m.version, m.remotePath
 		f.byID[id] = n
 		m.fileID, m.version, m.remotePath = uuid.Nil, "", ""
+		delete(f.parked, m)
 		return
 	}
 }

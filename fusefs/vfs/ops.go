@@ -249,6 +249,9 @@ func (f *FS) renameFile(ctx context.Context, src, dst, newDir *Node, newName str
 	}
 	if f.isLocalOnly(newName) || (src.fileID != uuid.Nil && targetID == src.fileID) {
 		// parked under a local-only name, or back where its file lives
+		if f.isLocalOnly(newName) && src.fileID != uuid.Nil {
+			f.parked[src] = struct{}{}
+		}
 		f.pruneLocked(oldParent)
 		f.dropCleanLocalLocked(src)
 		changed := src.local != nil && src.local.dirty && !f.isLocalOnly(newName)
