@@ -21,7 +21,14 @@
 // where that file lives on the service; it differs from the node's own path
 // only while the node sits under a local-only name (lock, swap and backup
 // files), so that the editor pattern "rename file to backup, write new file,
-// delete backup" publishes a new version of the same file.
+// delete backup" publishes a new version of the same file (FS.parked indexes
+// such nodes). A node moved away from its file keeps that file as
+// deleteNext ("doomed", FS.doomed): it is deleted once the node's publish at
+// the new path lands, and only if nobody changed it meanwhile; the listing
+// does not bring it back in between.
+//
+// A node's staging file is closed only when no handle is open on it
+// (Node.handles), so reads of an unlinked or replaced file keep working.
 //
 // # Locking
 //
