@@ -358,8 +358,8 @@ func TestErrorClassesFromService(t *testing.T) {
 	if errors.As(err, &ae) && (ae.YourRole != "viewer" || len(ae.PermittedRoles) == 0) {
 		t.Errorf("403 problem decoded as %+v", ae)
 	}
-	if !Permanent(err) || Retryable(err) {
-		t.Errorf("403 should be permanent")
+	if Retryable(err) {
+		t.Errorf("403 should not be retryable")
 	}
 	bad, _ := New(Config{BaseURL: e.ts.URL, Org: e.ts.Org, Workspace: e.ts.Workspace, Tokens: StaticToken("nope")})
 	_, err = bad.GetByID(ctx, m.FileID, GetOptions{})

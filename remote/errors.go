@@ -166,17 +166,6 @@ func Retryable(err error) bool {
 // errBadResponse marks a success answer whose body could not be decoded.
 var errBadResponse = errors.New("malformed response")
 
-// Permanent reports whether err can never succeed by retrying the same call:
-// a role, path, validation or gone error.
-func Permanent(err error) bool {
-	for _, c := range []error{ErrForbidden, ErrInvalidPath, ErrValidation, ErrGone, ErrBadRequest, ErrBlobPermission} {
-		if errors.Is(err, c) {
-			return true
-		}
-	}
-	return false
-}
-
 func isContextError(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

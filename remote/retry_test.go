@@ -116,8 +116,8 @@ func TestErrorClasses(t *testing.T) {
 	if !Retryable(&BlobError{Status: 403, Code: "AuthenticationFailed"}) || Retryable(&BlobError{Status: 403, Code: "AuthorizationPermissionMismatch"}) {
 		t.Error("Retryable misclassifies blob errors")
 	}
-	if !Permanent(&APIError{Status: 403, Type: ProblemTypePrefix + "/auth/insufficient-role"}) || Permanent(&APIError{Status: 500}) {
-		t.Error("Permanent misclassifies")
+	if Retryable(&APIError{Status: 403, Type: ProblemTypePrefix + "/auth/insufficient-role"}) {
+		t.Error("a role error must not be retried")
 	}
 	if !retryableStatus(http.StatusBadGateway) || retryableStatus(http.StatusNotImplemented) || retryableStatus(404) {
 		t.Error("retryableStatus misclassifies")
