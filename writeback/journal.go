@@ -160,6 +160,11 @@ func loadRecords(dir string) (recs []*record, bad []string, err error) {
 			bad = append(bad, name)
 			continue
 		}
+		if r.Format > recordFormat {
+			// written by a newer evofs: leave it for that version
+			bad = append(bad, name+" (newer record format; kept)")
+			continue
+		}
 		recs = append(recs, r)
 	}
 	return recs, bad, nil
