@@ -20,6 +20,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"evofs/fusefs/vfs"
 )
@@ -76,6 +77,7 @@ func Mount(dir string, core *vfs.FS, o Options) (*fuse.Server, error) {
 		return nil, fmt.Errorf("mounting %s: %w", dir, err)
 	}
 	m.remember(root.EmbeddedInode())
+	raiseReadAhead(dir, o.Logger)
 	go m.deliver()
 	core.SetNotifier(m)
 	go func() {
@@ -83,6 +85,21 @@ func Mount(dir string, core *vfs.FS, o Options) (*fuse.Server, error) {
 		close(m.stop())
 	}()
 	return server, nil
+}
+
+// raiseReadAhead lets the kernel read ahead 1 MiB at a time on this mount.
+// FUSE caps a new mount's read-ahead at the system default (usually 128 KiB,
+// i.e. 8 round trips per MiB); only root may raise it, through sysfs, so
+// this is best effort.
+func raiseReadAhead(dir string, log *logrus.Entry) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := os.WriteFile(p, []byte("1024"), 0); err != nil {
+		log.WithError(err).Debug("kernel read-ahead left at its default")
+	}
 }
 
 // mount holds what the adapter needs across nodes.
