@@ -15,8 +15,11 @@ import (
 )
 
 // persistInterval is the least time between sidecar writes triggered by
-// fetches (Release and Close always write a dirty sidecar).
-const persistInterval = 2 * time.Second
+// fetches (the last Release and Close always write it). Each write first
+// fdatasyncs the content file, and the waiters of that fetch wait for it, so
+// it is rare: a crash loses at most this much download progress (re-fetched
+// later), never correctness.
+const persistInterval = 30 * time.Second
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
