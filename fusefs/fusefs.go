@@ -224,6 +224,7 @@ var (
 	_ fs.NodeSetxattrer  = (*node)(nil)
 	_ fs.NodeListxattrer = (*node)(nil)
 	_ fs.NodeStatfser    = (*node)(nil)
+	_ fs.NodeOnForgetter = (*node)(nil)
 )
 
 func (n *node) fill(a vfs.Attr, out *fuse.Attr) {
@@ -248,6 +249,17 @@ func (n *node) child(ctx context.Context, c *vfs.Node, out *fuse.EntryOut) *fs.I
 	in := n.NewInode(ctx, &node{m: n.m, n: c}, fs.StableAttr{Mode: mode, Ino: c.Ino()})
 	n.m.remember(in)
 	return in
+}
+
+// OnForget drops an inode the kernel forgot from the notification map, so
+// it does not grow with every file ever looked up. (A spurious forget only
+// costs a missed invalidation; the next lookup remembers the inode again.)
+func (n *node) OnForget() {
+	n.m.mu.Lock()
+	if n.m.inodes[n.n.Ino()] == n.EmbeddedInode() {
+		delete(n.m.inodes, n.n.Ino())
+	}
+	n.m.mu.Unlock()
 }
 
 // Lookup resolves a name (case-insensitively, as the service does).
