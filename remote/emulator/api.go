@@ -543,12 +543,7 @@ func (s *Server) getFile(w http.ResponseWriter, r *http.Request, c *call) {
 	defer s.mu.Unlock()
 	now := s.nowLocked()
 	wsp := s.workspaceLocked(c.org, c.ws)
-	var f *file
-	if c.byPath {
-		f = wsp.index[c.key]
-	} else {
-		f = wsp.files[c.fid]
-	}
+	f := wsp.addressed(c)
 	if f == nil || f.latest(now) == nil {
 		writeProblem(w, 404, "/files/not-found", "", "The requested file was not found.")
 		return
@@ -688,12 +683,7 @@ func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request, c *call) {
 	defer s.mu.Unlock()
 	now := s.nowLocked()
 	wsp := s.workspaceLocked(c.org, c.ws)
-	var f *file
-	if c.byPath {
-		f = wsp.index[c.key]
-	} else {
-		f = wsp.files[c.fid]
-	}
+	f := wsp.addressed(c)
 	if f == nil || f.deleted() || f.latest(now) == nil {
 		writeProblem(w, 404, "/files/not-found", "", "The requested file was not found.")
 		return
@@ -963,4 +953,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, c *call) {
 		out.Links.Prev = page(max(0, offset-limit))
 	}
 	writeJSON(w, 200, out)
+}
+
+// addressed is the file a by-path or by-id call names (nil if none).
+func (w *workspace) addressed(c *call) *file {
+	if c.byPath {
+		return w.index[c.key]
+	}
+	return w.files[c.fid]
 }
