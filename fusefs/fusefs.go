@@ -63,8 +63,9 @@ func Mount(dir string, core *vfs.FS, o Options) (*fuse.Server, error) {
 			MaxWrite:    1 << 20,
 			// let the kernel read ahead up to 1 MiB per request (the core
 			// reads further ahead from the service on its own)
-			MaxReadAhead: 1 << 20,
-			Debug:        o.Debug,
+			MaxReadAhead:  1 << 20,
+			DisableSplice: true,
+			Debug:         o.Debug,
 		},
 		EntryTimeout:    &o.EntryTimeout,
 		AttrTimeout:     &o.AttrTimeout,
