@@ -28,9 +28,11 @@
 // # Presence and crash safety
 //
 // Presence is tracked per chunk (ChunkSize bytes, the last chunk clipped).
-// In memory a chunk becomes present as soon as the FetchFunc that wrote it
-// returned successfully: every later read in this process goes through the
-// same page cache, so it sees those bytes. The sidecar on disk is written
+// In memory a chunk becomes present as soon as its last byte is written, if
+// the fetch wrote it in order from its start (its CRC-32C is computed on the
+// way), else when the FetchFunc that wrote it returned successfully (its
+// CRC-32C is then read back): every later read in this process goes through
+// the same page cache, so it sees those bytes. The sidecar on disk is written
 // lazily (after a fetch at most every persistInterval, on the last Release,
 // on Close) and only ever lists chunks whose bytes were made durable first:
 // persist snapshots the bitmap, fdatasyncs the content file, then writes the
@@ -45,7 +47,10 @@
 //
 // A missing range is widened to whole chunks; adjacent missing chunks not
 // already in flight become one FetchFunc call. Each chunk in flight maps to
-// its fetchOp; other readers wait on its done channel instead of fetching.
+// its fetchOp. A reader waits for the fetches it started to end; for
+// chunks in others' fetches (often a big read-ahead) it waits on the
+// entry's progress channel, closed whenever chunks land or a fetch ends,
+// and scans again, so it is served as soon as its own chunks are in.
 // Fetches run on the cache's own context (cancelled by Close), never on a
 // reader's: a reader whose ctx ends stops waiting, the fetch carries on for
 // the others. A fetch goroutine holds its own pin on the entry.

@@ -734,6 +734,94 @@ func TestPrefetch(t *testing.T) {
 	}
 }
 
+// streamSource writes its range in order, one chunk at a time, and waits
+// at gate before each chunk after the first; with fail set it fails there.
+type streamSource struct {
+	seed int64
+	gate chan struct{}
+	fail error
+}
+
+func (s *streamSource) fetch(ctx context.Context, w io.WriterAt, off, n int64) error {
+	for done := int64(0); done < n; done += testChunk {
+		if done > 0 {
+			select {
+			case <-s.gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if s.fail != nil {
+				return s.fail
+			}
+		}
+		l := min(testChunk, n-done)
+		// in two writes, to exercise the running checksum
+		h := l / 3
+		if _, err := w.WriteAt(patBytes(s.seed, off+done, h), off+done); err != nil {
+			return err
+		}
+		if _, err := w.WriteAt(patBytes(s.seed, off+done+h, l-h), off+done+h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestStreamingFetchServesLandedChunks(t *testing.T) {
+	dir := t.TempDir()
+	c := openCache(t, dir, 1<<30)
+	const size = 8 * testChunk
+	src := &streamSource{seed: 12, gate: make(chan struct{})}
+	e := acquire(t, c, key(12), size)
+	e.Prefetch(0, size, src.fetch)
+	// Chunk 0 lands while the prefetch is still blocked before chunk 1,
+	// and a reader inside it is served at once, without a fetch of its own.
+	checkRead(t, e, 12, 100, testChunk-200, noFetch(t))
+	if u := c.Usage(); u.Bytes != testChunk {
+		t.Fatalf("usage %d with one chunk landed, want %d", u.Bytes, testChunk)
+	}
+	// A reader further on waits for its chunk, not for the whole fetch.
+	res := make(chan error, 1)
+	go func() {
+		p := make([]byte, 10)
+		_, err := e.ReadAt(context.Background(), p, 2*testChunk+5, noFetch(t))
+		if err == nil && !bytes.Equal(p, patBytes(12, 2*testChunk+5, 10)) {
+			err = errors.New("wrong bytes")
+		}
+		res <- err
+	}()
+	src.gate <- struct{}{} // chunk 1
+	src.gate <- struct{}{} // chunk 2
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	if e.Complete() {
+		t.Fatal("complete while the fetch is still blocked")
+	}
+	// The fetch then fails: chunks that landed stay, the rest is refetched.
+	src.fail = errors.New("boom")
+	src.gate <- struct{}{}
+	waitFor(t, "the fetch to end", func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return len(e.inflight) == 0
+	})
+	if e.Complete() {
+		t.Fatal("complete after a failed fetch")
+	}
+	e.Release()
+	c.Close()
+	c = openCache(t, dir, 1<<30)
+	e = acquire(t, c, key(12), size)
+	defer e.Release()
+	checkRead(t, e, 12, 0, 3*testChunk, noFetch(t))
+	again := &source{seed: 12}
+	checkRead(t, e, 12, 0, size, again.fetch)
+	if got, want := again.callList(), [][2]int64{{3 * testChunk, 5 * testChunk}}; !slices.Equal(got, want) {
+		t.Fatalf("refetched %v, want %v", got, want)
+	}
+}
+
 // TestKill9Recovery fills a cache in a child process, kills it with SIGKILL
 // in the middle of its work and checks that whatever the reopened cache
 // believes present reads back exactly.

@@ -55,6 +55,9 @@ type Entry struct {
 	inflight   map[int64]*fetchOp // GUARDED_BY(mu): chunk → fetch filling it
 	prefetches int                // GUARDED_BY(mu): prefetch ops running
 	dirty      bool               // GUARDED_BY(mu): present differs from the sidecar
+	// progress is closed (and replaced) whenever chunks land or a fetch
+	// ends, waking readers that wait on fetches they did not start.
+	progress chan struct{} // GUARDED_BY(mu)
 }
 
 // fetchOp is one FetchFunc call filling chunks [first, last).
@@ -63,6 +66,15 @@ type fetchOp struct {
 	prefetch    bool
 	done        chan struct{}
 	err         error // set before done is closed
+
+	// Streaming: a chunk whose bytes arrive in order from its start is
+	// checksummed on the way and lands (becomes present) as soon as its
+	// last byte is written, before the whole fetch returns, so a
+	// sequential reader follows a big read-ahead fetch closely.
+	mu     sync.Mutex
+	filled []int64  // GUARDED_BY(mu): bytes of chunk first+j written in order from its start; -1 if not
+	sums   []uint32 // GUARDED_BY(mu): running CRC-32C of those bytes
+	landed []bool   // GUARDED_BY(mu): chunk first+j landed early
 }
 
 func newEntry(c *Cache, k Key, size int64, name string, create bool) *Entry {
@@ -73,6 +85,7 @@ func newEntry(c *Cache, k Key, size int64, name string, create bool) *Entry {
 		verified: newBitset(n),
 		crc:      make([]uint32, n),
 		inflight: make(map[int64]*fetchOp),
+		progress: make(chan struct{}),
 	}
 }
 
@@ -95,7 +108,8 @@ func (e *Entry) chunkLen(i int64) int64 {
 
 // ReadAt reads into p at off, first fetching missing chunks covering the
 // range (concurrent callers share one fetch of a chunk). Returns io.EOF past
-// the end like os.File.ReadAt. A failed fetch returns its error and records nothing.
+// the end like os.File.ReadAt. A failed fetch returns its error; of its
+// chunks only those written completely, in order, are kept.
 func (e *Entry) ReadAt(ctx context.Context, p []byte, off int64, fetch FetchFunc) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("cache: negative offset %d", off)
@@ -196,10 +210,12 @@ func (e *Entry) scanLocked(first, last int64, missing func(first, last int64) bo
 // The caller holds a pin.
 func (e *Entry) fill(ctx context.Context, off, end int64, fetch FetchFunc) error {
 	first, last := off/e.c.chunkSize, (end-1)/e.c.chunkSize+1
+	waited := false
 	for {
 		var started, waits []*fetchOp
 		var unverified []int64
 		e.mu.Lock()
+		progress := e.progress
 		e.scanLocked(first, last, func(f, l int64) bool {
 			if fetch != nil {
 				started = append(started, e.startLocked(f, l, false))
@@ -215,15 +231,18 @@ func (e *Entry) fill(ctx context.Context, off, end int64, fetch FetchFunc) error
 			return nil
 		}
 		e.launch(started, fetch)
-		if len(waits) > 0 && e.c.testWaitHook != nil {
+		if len(waits) > 0 && !waited && e.c.testWaitHook != nil {
 			e.c.testWaitHook()
 		}
+		waited = waited || len(waits) > 0
 		for _, i := range unverified {
 			if err := e.verify(i); err != nil {
 				return err
 			}
 		}
-		for _, op := range append(started, waits...) {
+		// Our own fetches cover exactly what we need: wait for them to end
+		// (their goroutines have unpinned by then).
+		for _, op := range started {
 			select {
 			case <-op.done:
 				if op.err != nil {
@@ -231,6 +250,24 @@ func (e *Entry) fill(ctx context.Context, off, end int64, fetch FetchFunc) error
 				}
 			case <-ctx.Done():
 				return ctx.Err()
+			}
+		}
+		// Others' fetches may be far bigger than what we need: wake on
+		// every chunk that lands and scan again; a failed one fails us too.
+		if len(waits) > 0 {
+			select {
+			case <-progress:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			for _, op := range waits {
+				select {
+				case <-op.done:
+					if op.err != nil {
+						return op.err
+					}
+				default:
+				}
 			}
 		}
 	}
@@ -282,7 +319,9 @@ func (e *Entry) verify(i int64) error {
 // startLocked registers a fetch of chunks [first, last). The caller must
 // pass it to launch after unlocking e.mu. LOCKS_REQUIRED(e.mu)
 func (e *Entry) startLocked(first, last int64, prefetch bool) *fetchOp {
-	op := &fetchOp{first: first, last: last, prefetch: prefetch, done: make(chan struct{})}
+	n := last - first
+	op := &fetchOp{first: first, last: last, prefetch: prefetch, done: make(chan struct{}),
+		filled: make([]int64, n), sums: make([]uint32, n), landed: make([]bool, n)}
 	for i := first; i < last; i++ {
 		e.inflight[i] = op
 	}
@@ -304,7 +343,7 @@ func (e *Entry) launch(ops []*fetchOp, fetch FetchFunc) {
 		c.mu.Unlock()
 		for _, op := range ops {
 			e.record(op, ErrClosed, nil)
-			op.complete(ErrClosed)
+			e.complete(op, ErrClosed)
 		}
 		return
 	}
@@ -331,13 +370,13 @@ func (e *Entry) run(op *fetchOp, fetch FetchFunc, openErr error) {
 		}
 		if added := e.record(op, err, crcs); added > 0 {
 			e.c.account(e, added)
-			e.pmu.Lock()
-			due := time.Since(e.lastPersist) >= persistInterval
-			e.pmu.Unlock()
-			if due {
-				if err := e.persist(); err != nil {
-					e.c.log.WithError(err).Warn("cache: persist failed")
-				}
+		}
+		e.pmu.Lock()
+		due := time.Since(e.lastPersist) >= persistInterval
+		e.pmu.Unlock()
+		if due { // persist does nothing if no chunk landed since the last one
+			if err := e.persist(); err != nil {
+				e.c.log.WithError(err).Warn("cache: persist failed")
 			}
 		}
 		e.close()
@@ -345,14 +384,14 @@ func (e *Entry) run(op *fetchOp, fetch FetchFunc, openErr error) {
 		e.record(op, err, nil)
 	}
 	e.unpin()
-	op.complete(err)
+	e.complete(op, err)
 }
 
 // fetch calls fn for op's range and returns the checksums of its chunks.
 func (e *Entry) fetch(op *fetchOp, fn FetchFunc) (crcs []uint32, err error) {
 	off := op.first * e.c.chunkSize
 	end := min(op.last*e.c.chunkSize, e.size)
-	w := &rangeWriter{f: e.f, lo: off, hi: end}
+	w := &rangeWriter{e: e, op: op, f: e.f, lo: off, hi: end}
 	func() {
 		defer func() {
 			if r := recover(); r != nil {
@@ -368,10 +407,18 @@ func (e *Entry) fetch(op *fetchOp, fn FetchFunc) (crcs []uint32, err error) {
 	if got := w.n.Load(); got < end-off {
 		return nil, fmt.Errorf("cache: fetch of %s [%d,%d) wrote %d bytes", e.key, off, end, got)
 	}
-	// Checksum what actually landed in the file (from the page cache).
+	// Checksum what actually landed in the file (from the page cache),
+	// except chunks already checksummed on the way in.
 	bp := e.c.bufs.Get().(*[]byte)
 	defer e.c.bufs.Put(bp)
+	op.mu.Lock()
+	landed := append([]bool(nil), op.landed...)
+	op.mu.Unlock()
 	for i := op.first; i < op.last; i++ {
+		if landed[i-op.first] {
+			crcs = append(crcs, 0) // unused: the chunk is present already
+			continue
+		}
 		buf := (*bp)[:e.chunkLen(i)]
 		if _, err := e.f.ReadAt(buf, i*e.c.chunkSize); err != nil {
 			return nil, fmt.Errorf("cache: read back %s: %w", e.key, err)
@@ -381,12 +428,84 @@ func (e *Entry) fetch(op *fetchOp, fn FetchFunc) (crcs []uint32, err error) {
 	return crcs, nil
 }
 
+// track follows a write of p at off by op's fetch: chunks completed by
+// bytes written in order land at once.
+func (e *Entry) track(op *fetchOp, p []byte, off int64) {
+	cs := e.c.chunkSize
+	var done []int64
+	var sums []uint32
+	op.mu.Lock()
+	for len(p) > 0 {
+		i := off / cs
+		j := i - op.first
+		in := off - i*cs
+		cl := e.chunkLen(i)
+		l := min(int64(len(p)), cl-in)
+		switch {
+		case in == 0: // (re)starts the chunk, e.g. a retried range
+			op.filled[j], op.sums[j] = l, crc32.Update(0, castagnoli, p[:l])
+		case op.filled[j] == in:
+			op.filled[j] += l
+			op.sums[j] = crc32.Update(op.sums[j], castagnoli, p[:l])
+		default:
+			op.filled[j] = -1 // out of order: checksummed when the fetch returns
+		}
+		if op.filled[j] == cl && !op.landed[j] {
+			op.landed[j] = true
+			done, sums = append(done, i), append(sums, op.sums[j])
+		}
+		p, off = p[l:], off+l
+	}
+	op.mu.Unlock()
+	if len(done) > 0 {
+		e.land(op, done, sums)
+	}
+}
+
+// land marks chunks of a running fetch present and wakes waiting readers.
+// The bytes are in the file already (the sidecar still lists them only
+// after persist's fdatasync).
+func (e *Entry) land(op *fetchOp, chunks []int64, sums []uint32) {
+	var added int64
+	e.mu.Lock()
+	for k, i := range chunks {
+		if e.inflight[i] == op {
+			delete(e.inflight, i)
+		}
+		if !e.present.has(i) {
+			e.present.set(i)
+			e.verified.set(i)
+			e.crc[i] = sums[k]
+			e.npresent++
+			added += e.chunkLen(i)
+		}
+	}
+	if added > 0 {
+		e.bytes += added
+		e.dirty = true
+	}
+	e.broadcastLocked()
+	e.mu.Unlock()
+	if added > 0 {
+		e.c.account(e, added)
+	}
+}
+
+// broadcastLocked wakes readers waiting for progress. LOCKS_REQUIRED(e.mu)
+func (e *Entry) broadcastLocked() {
+	close(e.progress)
+	e.progress = make(chan struct{})
+}
+
 // record takes op's chunks out of flight, marks them present if it
-// succeeded and returns the bytes added.
+// succeeded and returns the bytes added (chunks that landed early were
+// counted then).
 func (e *Entry) record(op *fetchOp, err error, crcs []uint32) (added int64) {
 	e.mu.Lock()
 	for i := op.first; i < op.last; i++ {
-		delete(e.inflight, i)
+		if e.inflight[i] == op {
+			delete(e.inflight, i)
+		}
 		if err == nil && !e.present.has(i) {
 			e.present.set(i)
 			e.verified.set(i)
@@ -406,10 +525,14 @@ func (e *Entry) record(op *fetchOp, err error, crcs []uint32) (added int64) {
 	return added
 }
 
-// complete wakes op's waiters.
-func (op *fetchOp) complete(err error) {
+// complete wakes op's waiters: those who started it and those waiting
+// for progress.
+func (e *Entry) complete(op *fetchOp, err error) {
 	op.err = err
 	close(op.done)
+	e.mu.Lock()
+	e.broadcastLocked()
+	e.mu.Unlock()
 }
 
 // open takes a file reference (opening the content file for the first one).
@@ -546,6 +669,8 @@ func (e *Entry) persist() error {
 // rangeWriter is the io.WriterAt handed to a FetchFunc: it only accepts
 // writes inside the fetched range, and none after the fetch returned.
 type rangeWriter struct {
+	e      *Entry
+	op     *fetchOp
 	f      *os.File
 	lo, hi int64
 	n      atomic.Int64
@@ -561,6 +686,9 @@ func (w *rangeWriter) WriteAt(p []byte, off int64) (int, error) {
 	}
 	n, err := w.f.WriteAt(p, off)
 	w.n.Add(int64(n))
+	if n > 0 {
+		w.e.track(w.op, p[:n], off)
+	}
 	return n, err
 }
 
