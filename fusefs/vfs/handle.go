@@ -416,9 +416,11 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	e := h.entry
 	ekey := e.Key()
 	fetch := f.fetcher(n, ekey, &h.blob)
-	// Read ahead in big steps: ask for the next window only once half of
-	// what was asked for is consumed, so the service sees few large,
-	// parallel ranged downloads rather than one per kernel read.
+	// Read ahead in big steps: ask for the next window once less than a
+	// window of what was asked for is left, so the service sees few large,
+	// parallel ranged downloads rather than one per kernel read, and the
+	// next window is already coming while the reader follows the current
+	// one chunk by chunk.
 	// The kernel issues read-ahead requests concurrently, so they arrive a
 	// little out of order: a read near where the stream is counts as sequential.
 	var aheadFrom, aheadLen int64
@@ -428,7 +430,7 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 		if h.ahead < end {
 			h.ahead = end
 		}
-		if h.ahead-end < h.window/2 {
+		if h.ahead-end < h.window {
 			aheadFrom, aheadLen = h.ahead, h.window
 			h.ahead += h.window
 		}
