@@ -147,10 +147,24 @@ func (p *evofsProc) expectCleanExit(d time.Duration) {
 // mount so the mountpoint can be used again.
 func (p *evofsProc) kill9() {
 	p.t.Helper()
+	p.killOnly()
+	p.detachDead()
+}
+
+// killOnly SIGKILLs the process and leaves its dead mount in place, so that
+// programs still using it fail (ENOTCONN) rather than carry on writing into
+// the directory underneath once it is detached.
+func (p *evofsProc) killOnly() {
+	p.t.Helper()
 	p.cmd.Process.Kill()
 	if code := p.waitExit(10 * time.Second); code != -1 {
 		p.t.Logf("%s exited with %d before SIGKILL landed", p.name, code)
 	}
+}
+
+// detachDead detaches the dead mount of a killed process.
+func (p *evofsProc) detachDead() {
+	p.t.Helper()
 	if p.mountpoint != "" {
 		detach(p.mountpoint)
 		if !eventually(p.t, 10*time.Second, func() bool { return !isMounted(p.mountpoint) }) {
@@ -587,8 +601,14 @@ wait:
 			t.Fatalf("round 3: writer ended before the kill: %v", werr)
 		}
 	}
-	p.kill9()
+	// The writer must see the dead mount fail before it is detached:
+	// otherwise its next files land in the directory underneath.
+	p.killOnly()
 	werr = <-writerDone
+	p.detachDead()
+	if left, _ := os.ReadDir(mp); len(left) != 0 {
+		t.Fatalf("round 3: %d entries were written under the mount point", len(left))
+	}
 	mu.Lock()
 	for next < n && closed[next] {
 		next++
