@@ -734,6 +734,30 @@ func TestPrefetch(t *testing.T) {
 	}
 }
 
+func TestReadPresent(t *testing.T) {
+	c := openCache(t, t.TempDir(), 1<<30)
+	const size = 3*testChunk + 7
+	e := acquire(t, c, key(13), size)
+	defer e.Release()
+	p := make([]byte, 2*testChunk)
+	if _, ok, _ := e.ReadPresent(p, 10); ok {
+		t.Fatal("ReadPresent of an empty entry answered")
+	}
+	checkRead(t, e, 13, testChunk, 10, (&source{seed: 13}).fetch) // chunk 1 only
+	if _, ok, _ := e.ReadPresent(p, testChunk/2); ok {
+		t.Fatal("ReadPresent answered for a range with a missing chunk")
+	}
+	n, ok, err := e.ReadPresent(p[:testChunk], testChunk)
+	if !ok || err != nil || n != testChunk || !bytes.Equal(p[:n], patBytes(13, testChunk, testChunk)) {
+		t.Fatalf("ReadPresent of a present chunk: %d %v %v", n, ok, err)
+	}
+	checkRead(t, e, 13, 3*testChunk, 7, (&source{seed: 13}).fetch)
+	n, ok, err = e.ReadPresent(p[:100], size-7)
+	if !ok || n != 7 || err != io.EOF || !bytes.Equal(p[:n], patBytes(13, size-7, 7)) {
+		t.Fatalf("ReadPresent at the end: %d %v %v", n, ok, err)
+	}
+}
+
 // streamSource writes its range in order, one chunk at a time, and waits
 // at gate before each chunk after the first; with fail set it fails there.
 type streamSource struct {

@@ -131,6 +131,29 @@ func (e *Entry) ReadAt(ctx context.Context, p []byte, off int64, fetch FetchFunc
 	return n, err
 }
 
+// ReadPresent reads into p at off like ReadAt if every chunk of the range
+// is present and verified, without fetching or waiting; ok is false (and
+// nothing was read) otherwise.
+func (e *Entry) ReadPresent(p []byte, off int64) (n int, ok bool, err error) {
+	if off < 0 || len(p) == 0 || off >= e.size {
+		return 0, false, nil // ReadAt gives the answer
+	}
+	end := min(off+int64(len(p)), e.size)
+	e.mu.Lock()
+	for i := off / e.c.chunkSize; i <= (end-1)/e.c.chunkSize; i++ {
+		if !e.verified.has(i) {
+			e.mu.Unlock()
+			return 0, false, nil
+		}
+	}
+	e.mu.Unlock()
+	n, err = e.f.ReadAt(p[:end-off], off)
+	if err == nil && end < off+int64(len(p)) {
+		err = io.EOF
+	}
+	return n, true, err
+}
+
 // Prefetch starts fetching the missing chunks of [off, off+n) in the
 // background (deduplicated with fetches in flight) and returns at once.
 // At most maxPrefetch prefetches run per entry; requests beyond are dropped.

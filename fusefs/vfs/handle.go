@@ -415,7 +415,6 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	e := h.entry
 	ekey := e.Key()
-	fetch := f.fetcher(n, ekey, &h.blob)
 	// Read ahead in big steps: ask for the next window once less than a
 	// window of what was asked for is left, so the service sees few large,
 	// parallel ranged downloads rather than one per kernel read, and the
@@ -441,16 +440,25 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	h.mu.Unlock()
 
-	bctx, cancel := f.bg(metaTimeout)
-	defer cancel()
-	stop := context.AfterFunc(ctx, cancel)
-	defer stop()
-	nr, err := e.ReadAt(bctx, p, off, fetch)
+	var fetch cache.FetchFunc
+	if aheadLen > 0 && aheadFrom < e.Size() {
+		fetch = f.fetcher(n, ekey, &h.blob)
+		e.Prefetch(aheadFrom, aheadLen, fetch)
+	}
+	// Cached bytes need no context, timer or fetch function.
+	nr, ok, err := e.ReadPresent(p, off)
+	if !ok {
+		if fetch == nil {
+			fetch = f.fetcher(n, ekey, &h.blob)
+		}
+		bctx, cancel := f.bg(metaTimeout)
+		defer cancel()
+		stop := context.AfterFunc(ctx, cancel)
+		defer stop()
+		nr, err = e.ReadAt(bctx, p, off, fetch)
+	}
 	if errors.Is(err, io.EOF) {
 		err = nil
-	}
-	if err == nil && aheadLen > 0 && aheadFrom < e.Size() {
-		e.Prefetch(aheadFrom, aheadLen, fetch)
 	}
 	return nr, err
 }
