@@ -32,7 +32,10 @@
 //
 // # Locking
 //
-// Lock order: Node.io → FS.mu. FS.mu guards the tree and every node field
+// Lock order: Node.io → FS.mu, and Handle.mu → FS.mu (Handle.mu guards a
+// read handle's cache entry, read-ahead state and download URL; it is held
+// across the get-by-id that renews that URL, never across a download).
+// FS.mu guards the tree and every node field
 // except the staging file's bytes; Node.io serialises content I/O against
 // staging swaps (writers and swaps take it exclusively, readers shared).
 // Neither lock is held while calling the remote service, except Node.io

@@ -240,7 +240,8 @@ func (f *FS) copyClean(ctx context.Context, n *Node, dst *os.File) error {
 	defer cancel()
 	stop := context.AfterFunc(ctx, cancel)
 	defer stop()
-	return e.CopyTo(bctx, dst, f.fetcher(n, key, &blob))
+	var mu sync.Mutex
+	return e.CopyTo(bctx, dst, f.fetcher(n, key, &mu, &blob))
 }
 
 // reclaimIO turns queued local content back into owned content: take the
@@ -342,9 +343,9 @@ func (f *FS) handOverIO(n *Node) error {
 
 // fetcher returns the cache fill function for version key of n. The
 // download URL comes from *blob when it names that version, else from one
-// get-by-id (kept in *blob for the next miss).
-func (f *FS) fetcher(n *Node, key cache.Key, blob **remote.Blob) cache.FetchFunc {
-	var mu sync.Mutex
+// get-by-id (kept in *blob for the next miss). mu guards *blob; fetches of
+// one handle run concurrently, so they must share it.
+func (f *FS) fetcher(n *Node, key cache.Key, mu *sync.Mutex, blob **remote.Blob) cache.FetchFunc {
 	return func(ctx context.Context, w io.WriterAt, off, length int64) error {
 		mu.Lock()
 		b := *blob
@@ -442,14 +443,14 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 
 	var fetch cache.FetchFunc
 	if aheadLen > 0 && aheadFrom < e.Size() {
-		fetch = f.fetcher(n, ekey, &h.blob)
+		fetch = f.fetcher(n, ekey, &h.mu, &h.blob)
 		e.Prefetch(aheadFrom, aheadLen, fetch)
 	}
 	// Cached bytes need no context, timer or fetch function.
 	nr, ok, err := e.ReadPresent(p, off)
 	if !ok {
 		if fetch == nil {
-			fetch = f.fetcher(n, ekey, &h.blob)
+			fetch = f.fetcher(n, ekey, &h.mu, &h.blob)
 		}
 		bctx, cancel := f.bg(metaTimeout)
 		defer cancel()
