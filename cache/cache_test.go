@@ -713,7 +713,13 @@ func TestPrefetch(t *testing.T) {
 	waitFor(t, "reader to join the prefetch", func() bool { return w.Load() == 1 })
 	// Saturate: two more start, the rest is dropped.
 	for i := int64(10); i < 20; i += 2 {
-		e.Prefetch(i*testChunk, testChunk, src.fetch)
+		want := (i + 1) * testChunk
+		if i >= 14 {
+			want = i * testChunk // dropped: nothing of it is covered
+		}
+		if covered := e.Prefetch(i*testChunk, testChunk, src.fetch); covered != want {
+			t.Fatalf("Prefetch of chunk %d covered up to %d, want %d", i, covered, want)
+		}
 	}
 	waitFor(t, "prefetch limit", func() bool { return src.ncalls() == maxPrefetch })
 	close(src.gate)

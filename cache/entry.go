@@ -156,16 +156,21 @@ func (e *Entry) ReadPresent(p []byte, off int64) (n int, ok bool, err error) {
 
 // Prefetch starts fetching the missing chunks of [off, off+n) in the
 // background (deduplicated with fetches in flight) and returns at once.
-// At most maxPrefetch prefetches run per entry; requests beyond are dropped.
-func (e *Entry) Prefetch(off, n int64, fetch FetchFunc) {
+// At most maxPrefetch prefetches run per entry; requests beyond are
+// dropped. It returns the offset up to which the range is now present or
+// in flight (off+n, clipped to Size, unless something was dropped), so a
+// caller can ask again for the rest later.
+func (e *Entry) Prefetch(off, n int64, fetch FetchFunc) (covered int64) {
 	if fetch == nil || n <= 0 || off < 0 || off >= e.size {
-		return
+		return max(off, 0)
 	}
 	end := min(off+n, e.size)
+	covered = end
 	var ops []*fetchOp
 	e.mu.Lock()
 	e.scanLocked(off/e.c.chunkSize, (end-1)/e.c.chunkSize+1, func(first, last int64) bool {
 		if e.prefetches >= maxPrefetch {
+			covered = max(off, first*e.c.chunkSize)
 			return false
 		}
 		ops = append(ops, e.startLocked(first, last, true))
@@ -173,6 +178,7 @@ func (e *Entry) Prefetch(off, n int64, fetch FetchFunc) {
 	}, nil, nil)
 	e.mu.Unlock()
 	e.launch(ops, fetch)
+	return covered
 }
 
 // CopyTo fetches whatever is missing and copies the whole content into dst

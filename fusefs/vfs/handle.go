@@ -444,7 +444,14 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	var fetch cache.FetchFunc
 	if aheadLen > 0 && aheadFrom < e.Size() {
 		fetch = f.fetcher(n, ekey, &h.mu, &h.blob)
-		e.Prefetch(aheadFrom, aheadLen, fetch)
+		if covered := e.Prefetch(aheadFrom, aheadLen, fetch); covered < min(aheadFrom+aheadLen, e.Size()) {
+			// Too many prefetches running: ask for the rest at a later
+			// read rather than leave a hole the reader would fill 1 MiB
+			// at a time.
+			h.mu.Lock()
+			h.ahead = min(h.ahead, covered)
+			h.mu.Unlock()
+		}
 	}
 	// Cached bytes need no context, timer or fetch function.
 	nr, ok, err := e.ReadPresent(p, off)
