@@ -804,26 +804,35 @@ func TestStreamingFetchServesLandedChunks(t *testing.T) {
 	src := &streamSource{seed: 12, gate: make(chan struct{})}
 	e := acquire(t, c, key(12), size)
 	e.Prefetch(0, size, src.fetch)
-	// Chunk 0 lands while the prefetch is still blocked before chunk 1,
-	// and a reader inside it is served at once, without a fetch of its own.
-	checkRead(t, e, 12, 100, testChunk-200, noFetch(t))
+	// readSoon reads while the prefetch is still blocked; waiting for the
+	// whole fetch would run into the deadline.
+	readSoon := func(off, n int64) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p := make([]byte, n)
+		if _, err := e.ReadAt(ctx, p, off, noFetch(t)); err != nil {
+			return err
+		}
+		if !bytes.Equal(p, patBytes(12, off, n)) {
+			return errors.New("wrong bytes")
+		}
+		return nil
+	}
+	// Chunk 0 lands while the prefetch is blocked before chunk 1, and a
+	// reader inside it is served at once, without a fetch of its own.
+	if err := readSoon(100, testChunk-200); err != nil {
+		t.Fatalf("read of the landed chunk: %v", err)
+	}
 	if u := c.Usage(); u.Bytes != testChunk {
 		t.Fatalf("usage %d with one chunk landed, want %d", u.Bytes, testChunk)
 	}
 	// A reader further on waits for its chunk, not for the whole fetch.
 	res := make(chan error, 1)
-	go func() {
-		p := make([]byte, 10)
-		_, err := e.ReadAt(context.Background(), p, 2*testChunk+5, noFetch(t))
-		if err == nil && !bytes.Equal(p, patBytes(12, 2*testChunk+5, 10)) {
-			err = errors.New("wrong bytes")
-		}
-		res <- err
-	}()
+	go func() { res <- readSoon(2*testChunk+5, 10) }()
 	src.gate <- struct{}{} // chunk 1
 	src.gate <- struct{}{} // chunk 2
 	if err := <-res; err != nil {
-		t.Fatal(err)
+		t.Fatalf("read of chunk 2: %v", err)
 	}
 	if e.Complete() {
 		t.Fatal("complete while the fetch is still blocked")

@@ -74,7 +74,6 @@ type fetchOp struct {
 	mu     sync.Mutex
 	filled []int64  // GUARDED_BY(mu): bytes of chunk first+j written in order from its start; -1 if not
 	sums   []uint32 // GUARDED_BY(mu): running CRC-32C of those bytes
-	landed []bool   // GUARDED_BY(mu): chunk first+j landed early
 }
 
 func newEntry(c *Cache, k Key, size int64, name string, create bool) *Entry {
@@ -124,11 +123,7 @@ func (e *Entry) ReadAt(ctx context.Context, p []byte, off int64, fetch FetchFunc
 	if err := e.fill(ctx, off, end, fetch); err != nil {
 		return 0, err
 	}
-	n, err := e.f.ReadAt(p[:end-off], off)
-	if err == nil && end < off+int64(len(p)) {
-		err = io.EOF
-	}
-	return n, err
+	return e.readFile(p, off, end)
 }
 
 // ReadPresent reads into p at off like ReadAt if every chunk of the range
@@ -139,19 +134,21 @@ func (e *Entry) ReadPresent(p []byte, off int64) (n int, ok bool, err error) {
 		return 0, false, nil // ReadAt gives the answer
 	}
 	end := min(off+int64(len(p)), e.size)
-	e.mu.Lock()
-	for i := off / e.c.chunkSize; i <= (end-1)/e.c.chunkSize; i++ {
-		if !e.verified.has(i) {
-			e.mu.Unlock()
-			return 0, false, nil
-		}
+	if !e.rangeVerified(off/e.c.chunkSize, (end-1)/e.c.chunkSize+1) {
+		return 0, false, nil
 	}
-	e.mu.Unlock()
-	n, err = e.f.ReadAt(p[:end-off], off)
+	n, err = e.readFile(p, off, end)
+	return n, true, err
+}
+
+// readFile reads [off, end) of the content file into p, with io.EOF if p
+// reaches past the end (like os.File.ReadAt). The chunks must be present.
+func (e *Entry) readFile(p []byte, off, end int64) (int, error) {
+	n, err := e.f.ReadAt(p[:end-off], off)
 	if err == nil && end < off+int64(len(p)) {
 		err = io.EOF
 	}
-	return n, true, err
+	return n, err
 }
 
 // Prefetch starts fetching the missing chunks of [off, off+n) in the
@@ -254,7 +251,7 @@ func (e *Entry) fill(ctx context.Context, off, end int64, fetch FetchFunc) error
 			func(i int64) { unverified = append(unverified, i) })
 		e.mu.Unlock()
 		if started == nil && waits == nil && unverified == nil {
-			if fetch == nil && !e.rangePresent(first, last) {
+			if fetch == nil && !e.rangeVerified(first, last) {
 				return fmt.Errorf("cache: %s: data not present and no fetch function", e.key)
 			}
 			return nil
@@ -302,11 +299,11 @@ func (e *Entry) fill(ctx context.Context, off, end int64, fetch FetchFunc) error
 	}
 }
 
-func (e *Entry) rangePresent(first, last int64) bool {
+func (e *Entry) rangeVerified(first, last int64) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for i := first; i < last; i++ {
-		if !e.present.has(i) {
+		if !e.verified.has(i) { // verified implies present
 			return false
 		}
 	}
@@ -350,7 +347,7 @@ func (e *Entry) verify(i int64) error {
 func (e *Entry) startLocked(first, last int64, prefetch bool) *fetchOp {
 	n := last - first
 	op := &fetchOp{first: first, last: last, prefetch: prefetch, done: make(chan struct{}),
-		filled: make([]int64, n), sums: make([]uint32, n), landed: make([]bool, n)}
+		filled: make([]int64, n), sums: make([]uint32, n)}
 	for i := first; i < last; i++ {
 		e.inflight[i] = op
 	}
@@ -437,15 +434,13 @@ func (e *Entry) fetch(op *fetchOp, fn FetchFunc) (crcs []uint32, err error) {
 		return nil, fmt.Errorf("cache: fetch of %s [%d,%d) wrote %d bytes", e.key, off, end, got)
 	}
 	// Checksum what actually landed in the file (from the page cache),
-	// except chunks already checksummed on the way in.
+	// except chunks that landed on the way in (the op was started for
+	// missing chunks only, so a present one is one of those).
 	bp := e.c.bufs.Get().(*[]byte)
 	defer e.c.bufs.Put(bp)
-	op.mu.Lock()
-	landed := append([]bool(nil), op.landed...)
-	op.mu.Unlock()
 	for i := op.first; i < op.last; i++ {
-		if landed[i-op.first] {
-			crcs = append(crcs, 0) // unused: the chunk is present already
+		if e.rangeVerified(i, i+1) {
+			crcs = append(crcs, 0) // unused: record skips present chunks
 			continue
 		}
 		buf := (*bp)[:e.chunkLen(i)]
@@ -479,8 +474,7 @@ func (e *Entry) track(op *fetchOp, p []byte, off int64) {
 		default:
 			op.filled[j] = -1 // out of order: checksummed when the fetch returns
 		}
-		if op.filled[j] == cl && !op.landed[j] {
-			op.landed[j] = true
+		if op.filled[j] == cl { // completed by this write (again, if a retry rewrote it: land is idempotent)
 			done, sums = append(done, i), append(sums, op.sums[j])
 		}
 		p, off = p[l:], off+l
