@@ -11,6 +11,7 @@ require (
 	github.com/sirupsen/logrus v1.10.2
 	golang.org/x/oauth2 v0.38.0
 	golang.org/x/sys v0.50.0
+	golang.org/x/time v0.16.0
 )
 
 require (

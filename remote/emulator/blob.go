@@ -530,6 +530,10 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, t *blobTarget) 
 		return
 	}
 	defer closer.Close()
+	link := s.link.Load()
+	if !link.firstByte(r.Context()) {
+		return
+	}
 	h.Set("Content-Length", strconv.FormatInt(n, 10))
 	if ranged {
 		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, size))
@@ -540,5 +544,5 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, t *blobTarget) 
 		}
 		w.WriteHeader(http.StatusOK)
 	}
-	io.Copy(w, io.NewSectionReader(ra, start, n))
+	link.copy(r.Context(), w, io.NewSectionReader(ra, start, n))
 }

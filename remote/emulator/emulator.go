@@ -50,6 +50,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -97,6 +98,7 @@ type Options struct {
 	RestoreSeeOther   bool             // restore answers 303 + metadata instead of 204
 	Logger            *logrus.Entry    // request log; nil = silent
 	Seed              int64            // seed of the FailRate generator; 0 = 1
+	Link              Link             // network shaping of blob downloads; zero = none
 	// Verify, when set, is asked first about every bearer token (e.g.
 	// IMS.Verify); Tokens are still accepted, and no token is accepted
 	// without one of the two.
@@ -163,7 +165,8 @@ type Server struct {
 	tokens   map[string]Grant
 	verify   func(string) (Grant, bool)
 	store    blobStore
-	meta     *metaLog // nil in memory mode
+	meta     *metaLog               // nil in memory mode
+	link     atomic.Pointer[shaper] // nil = downloads unshaped
 
 	mu         sync.Mutex
 	ttl        time.Duration // guarded by mu
@@ -222,6 +225,7 @@ func New(o Options) (*Server, error) {
 		s.tokens[k] = v
 	}
 	s.key = newKey()
+	s.SetLink(o.Link)
 	if o.DataDir == "" {
 		s.store = memStore{}
 	} else {

@@ -1,0 +1,93 @@
+package emulator
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Link shapes blob downloads like the network between a real service and its
+// clients, so that benchmarks can compare transfers at a realistic speed
+// rather than at the speed of an in-process loopback (where the CPU of the
+// two ends, not the network, is the limit). The zero value is no shaping.
+type Link struct {
+	// Bandwidth is the capacity in bytes/s shared by all Get Blob bodies
+	// being sent at once (one link, many connections); 0 = unlimited.
+	Bandwidth int64
+	// RTT delays the first byte of every Get Blob answer.
+	RTT time.Duration
+}
+
+// linkBurst is the most a download may send ahead of the link's rate.
+const linkBurst = 256 << 10
+
+// shaper applies a Link to download bodies; nil shapes nothing.
+type shaper struct {
+	rtt time.Duration
+	lim *rate.Limiter // nil = unlimited
+}
+
+// SetLink changes the shaping of downloads that start from now on.
+func (s *Server) SetLink(l Link) { s.link.Store(newShaper(l)) }
+
+func newShaper(l Link) *shaper {
+	if l.Bandwidth <= 0 && l.RTT <= 0 {
+		return nil
+	}
+	s := &shaper{rtt: l.RTT}
+	if l.Bandwidth > 0 {
+		s.lim = rate.NewLimiter(rate.Limit(l.Bandwidth), linkBurst)
+	}
+	return s
+}
+
+// firstByte waits out the round trip; false when ctx ended first.
+func (s *shaper) firstByte(ctx context.Context) bool {
+	if s == nil || s.rtt <= 0 {
+		return true
+	}
+	t := time.NewTimer(s.rtt)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// copy sends src to w at the link's bandwidth. Paced writes are a burst
+// each, so a slow link costs one timer wait per burst, not per 32 KiB.
+func (s *shaper) copy(ctx context.Context, w io.Writer, src io.Reader) {
+	if s == nil || s.lim == nil {
+		io.Copy(w, src)
+		return
+	}
+	io.CopyBuffer(&pacedWriter{ctx: ctx, w: w, lim: s.lim}, src, make([]byte, linkBurst))
+}
+
+type pacedWriter struct {
+	ctx context.Context
+	w   io.Writer
+	lim *rate.Limiter
+}
+
+// Write waits for the link's tokens before each burst-sized piece of b.
+func (p *pacedWriter) Write(b []byte) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		k := min(len(b), linkBurst)
+		if err := p.lim.WaitN(p.ctx, k); err != nil {
+			return n, err
+		}
+		m, err := p.w.Write(b[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		b = b[k:]
+	}
+	return n, nil
+}

@@ -1,0 +1,54 @@
+package emulator
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// A shaped link can only make downloads slower, so its lower bounds are
+// safe to assert: two downloads sharing 4 MiB/s take at least their total
+// size (less one burst each) over the bandwidth, and every answer waits
+// the round trip. Bytes are unchanged.
+func TestLinkShapesDownloads(t *testing.T) {
+	c := newClient(t, Options{})
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(rand.N(256))
+	}
+	c.upload("big.bin", data)
+	u, _ := c.downloadURL("big.bin")
+
+	const rtt = 150 * time.Millisecond
+	c.ts.SetLink(Link{RTT: rtt})
+	start := time.Now()
+	if d := c.do("GET", u, nil, map[string]string{"Range": "bytes=0-0"}); d.status != 206 || d.body[0] != data[0] {
+		t.Fatalf("ranged GET: %d", d.status)
+	}
+	if took := time.Since(start); took < rtt {
+		t.Fatalf("first byte after %v, want at least the %v round trip", took, rtt)
+	}
+
+	const bw = 4 << 20
+	c.ts.SetLink(Link{Bandwidth: bw})
+	start = time.Now()
+	done := make(chan resp, 2)
+	for range 2 {
+		go func() { done <- c.do("GET", u, nil, nil) }()
+	}
+	for range 2 {
+		if d := <-done; d.status != 200 || !bytes.Equal(d.body, data) {
+			t.Fatalf("shaped download: %d, %d bytes", d.status, len(d.body))
+		}
+	}
+	least := time.Duration(float64(2*len(data)-2*linkBurst) / bw * float64(time.Second))
+	if took := time.Since(start); took < least {
+		t.Fatalf("2 MiB over a 4 MiB/s link took %v, want at least %v", took, least)
+	}
+
+	c.ts.SetLink(Link{})
+	if d := c.do("GET", u, nil, nil); !bytes.Equal(d.body, data) {
+		t.Fatal("unshaped download changed")
+	}
+}
