@@ -18,8 +18,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 )
 
 const testChunk = 64 << 10
@@ -911,4 +913,52 @@ func TestKill9Recovery(t *testing.T) {
 		checkRead(t, e, int64(i), 0, size, (&source{seed: int64(i)}).fetch)
 		e.Release()
 	}
+}
+
+// resident counts the pages of [off, off+n) of e's content file that are in
+// the page cache.
+func resident(t *testing.T, e *Entry, off, n int64) int {
+	t.Helper()
+	m, err := unix.Mmap(int(e.f.Fd()), off, int(n), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (n+int64(os.Getpagesize())-1)/int64(os.Getpagesize()))
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	r := 0
+	for _, v := range vec {
+		r += int(v & 1)
+	}
+	return r
+}
+
+// DropBehind frees the page cache of what a sequential reader has passed
+// once it is written back, lags one step behind (pages are dropped only
+// after an earlier call started their writeback), and loses no byte.
+func TestDropBehind(t *testing.T) {
+	c := openCache(t, t.TempDir(), 1<<30)
+	const size = 3 * dropStep
+	e := acquire(t, c, key(14), size)
+	defer e.Release()
+	src := &source{seed: 14}
+	checkRead(t, e, 14, 0, size, src.fetch) // in the page cache, dirty
+	e.DropBehind(dropStep + 5)              // starts writing back step 0
+	if r := resident(t, e, 0, dropStep); r == 0 {
+		t.Fatal("step 0 dropped before its writeback was started")
+	}
+	if err := unix.Fdatasync(int(e.f.Fd())); err != nil { // the time the reader takes to read a step
+		t.Fatal(err)
+	}
+	e.DropBehind(2 * dropStep)
+	if r := resident(t, e, 0, dropStep); r != 0 {
+		t.Fatalf("%d pages of step 0 still cached after drop-behind passed it", r)
+	}
+	if r := resident(t, e, dropStep, dropStep); r == 0 {
+		t.Fatal("step 1 dropped in the same call that started its writeback")
+	}
+	e.DropBehind(dropStep) // behind: nothing to do
+	checkRead(t, e, 14, 0, size, noFetch(t))
 }

@@ -58,6 +58,10 @@ type Entry struct {
 	// progress is closed (and replaced) whenever chunks land or a fetch
 	// ends, waking readers that wait on fetches they did not start.
 	progress chan struct{} // GUARDED_BY(mu)
+
+	dmu       sync.Mutex
+	flushedTo int64 // GUARDED_BY(dmu): DropBehind started writing back [0, flushedTo)
+	droppedTo int64 // GUARDED_BY(dmu): DropBehind dropped the pages of [0, droppedTo)
 }
 
 // fetchOp is one FetchFunc call filling chunks [first, last).
@@ -149,6 +153,38 @@ func (e *Entry) readFile(p []byte, off, end int64) (int, error) {
 		err = io.EOF
 	}
 	return n, err
+}
+
+// dropStep is the granularity of DropBehind: one writeback start and one
+// page drop per this many bytes read.
+const dropStep = 32 << 20
+
+// DropBehind tells e that a sequential reader has consumed [0, off) through
+// a mount whose kernel page cache keeps those bytes, so the cache file's own
+// pages for them are a second copy in memory (a GiB read would otherwise
+// take two GiB of page cache). It starts writing [0, off) back to disk and
+// drops the pages of the part whose writeback an earlier call started (the
+// kernel skips pages still dirty or being written). Best effort: the bytes
+// stay in the cache file, and a later read of them comes from disk. The
+// caller holds a pin.
+func (e *Entry) DropBehind(off int64) {
+	off -= off % dropStep
+	e.dmu.Lock()
+	defer e.dmu.Unlock()
+	if off < e.flushedTo+dropStep {
+		return
+	}
+	fd := int(e.f.Fd())
+	if e.droppedTo < e.flushedTo {
+		if err := unix.Fadvise(fd, e.droppedTo, e.flushedTo-e.droppedTo, unix.FADV_DONTNEED); err != nil {
+			e.c.log.WithError(err).Debug("cache: drop-behind")
+		}
+		e.droppedTo = e.flushedTo
+	}
+	if err := unix.SyncFileRange(fd, e.flushedTo, off-e.flushedTo, unix.SYNC_FILE_RANGE_WRITE); err != nil {
+		e.c.log.WithError(err).Debug("cache: drop-behind writeback")
+	}
+	e.flushedTo = off
 }
 
 // Prefetch starts fetching the missing chunks of [off, off+n) in the

@@ -33,7 +33,8 @@ type Handle struct {
 	n     *Node
 	write bool
 
-	key cache.Key // clean version opened (read-only handles); zero for writers
+	key        cache.Key // clean version opened (read-only handles); zero for writers
+	pageCached bool      // the kernel keeps what this handle reads (not DirectIO)
 
 	mu       sync.Mutex // guards the fields below
 	entry    *cache.Entry
@@ -101,6 +102,7 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 		mode.KeepCache = n.openVer == n.version && !mode.DirectIO
 		if !mode.DirectIO {
 			n.openVer = n.version
+			h.pageCached = true
 		}
 		h.key = cache.Key{FileID: n.fileID, Version: string(n.version)}
 		if n.readers == nil {
@@ -424,7 +426,9 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	// The kernel issues read-ahead requests concurrently, so they arrive a
 	// little out of order: a read near where the stream is counts as sequential.
 	var aheadFrom, aheadLen int64
+	sequential := false
 	if near := max(h.window, minReadAhead); off >= h.nextOff-near && off <= h.nextOff+near {
+		sequential = true
 		h.window = min(max(2*h.window, minReadAhead), maxReadAhead)
 		end := off + int64(len(p))
 		if h.ahead < end {
@@ -467,6 +471,9 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	if errors.Is(err, io.EOF) {
 		err = nil
+	}
+	if err == nil && sequential && h.pageCached {
+		e.DropBehind(off + int64(nr))
 	}
 	return nr, err
 }
