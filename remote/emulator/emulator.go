@@ -18,7 +18,8 @@
 //     Discovery on its own handler, whose expiring tokens a hub accepts through
 //     Options.Verify, and the Workspaces API list on the hub.
 //   - Test hooks: fault injection, request counters, URL expiry, publish delay,
-//     direct seeding (PutFile/ReadFile/DeleteFile).
+//     direct seeding (PutFile/ReadFile/DeleteFile), and a network-like Link
+//     (shared bandwidth, round trip) for downloads (link.go).
 //
 // # Invariants
 //
