@@ -544,5 +544,5 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, t *blobTarget) 
 		}
 		w.WriteHeader(http.StatusOK)
 	}
-	link.copy(r.Context(), w, io.NewSectionReader(ra, start, n))
+	link.copy(r.Context(), w, section(ra, start, n))
 }

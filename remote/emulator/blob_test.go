@@ -93,6 +93,7 @@ func TestBlobOps(t *testing.T) {
 		errCode string
 	}{
 		{map[string]string{"Range": "bytes=2-5"}, 206, "AABB", "bytes 2-5/10", ""},
+		{map[string]string{"Range": "bytes=3-8"}, 206, "ABBBBz", "bytes 3-8/10", ""},
 		{map[string]string{"Range": "bytes=8-"}, 206, "zz", "bytes 8-9/10", ""},
 		{map[string]string{"Range": "bytes=8-100"}, 206, "zz", "bytes 8-9/10", ""},
 		{map[string]string{"Range": "bytes=0-0", "x-ms-range": "bytes=9-9"}, 206, "z", "bytes 9-9/10", ""},

@@ -65,7 +65,12 @@ func (s *shaper) copy(ctx context.Context, w io.Writer, src io.Reader) {
 		io.Copy(w, src)
 		return
 	}
-	io.CopyBuffer(&pacedWriter{ctx: ctx, w: w, lim: s.lim}, src, make([]byte, linkBurst))
+	pw := &pacedWriter{ctx: ctx, w: w, lim: s.lim}
+	if _, ok := src.(io.WriterTo); ok {
+		io.Copy(pw, src)
+		return
+	}
+	io.CopyBuffer(pw, src, make([]byte, linkBurst))
 }
 
 type pacedWriter struct {

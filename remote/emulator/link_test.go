@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"bytes"
+	"io"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -50,5 +51,26 @@ func TestLinkShapesDownloads(t *testing.T) {
 	c.ts.SetLink(Link{})
 	if d := c.do("GET", u, nil, nil); !bytes.Equal(d.body, data) {
 		t.Fatal("unshaped download changed")
+	}
+}
+
+// section serves every range of a blob held in several memory segments,
+// whether it is written out whole (WriteTo) or read piecewise.
+func TestSectionOfSegments(t *testing.T) {
+	segs := [][]byte{[]byte("abc"), []byte("defgh"), []byte("i"), []byte("jk")}
+	whole := bytes.Join(segs, nil)
+	p := part{segs: segs, size: int64(len(whole))}
+	ra, _, _ := memStore{}.open(p)
+	for off := 0; off <= len(whole); off++ {
+		for n := 0; off+n <= len(whole); n++ {
+			var w bytes.Buffer
+			if _, err := section(ra, int64(off), int64(n)).(io.WriterTo).WriteTo(&w); err != nil || w.String() != string(whole[off:off+n]) {
+				t.Fatalf("WriteTo [%d,+%d) = %q, %v", off, n, w.String(), err)
+			}
+			got, err := io.ReadAll(struct{ io.Reader }{section(ra, int64(off), int64(n))})
+			if err != nil || string(got) != string(whole[off:off+n]) {
+				t.Fatalf("Read [%d,+%d) = %q, %v", off, n, got, err)
+			}
+		}
 	}
 }
