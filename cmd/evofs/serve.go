@@ -25,13 +25,16 @@ func runServe(args []string) error {
 	token := fl.String("token", "", "the accepted bearer token (default: any non-empty token)")
 	delay := fl.Duration("publish-delay", 0, "delay between an upload's commit and the new version becoming visible")
 	ttl := fl.Duration("url-ttl", 30*time.Minute, "lifetime of pre-signed URLs")
+	mbit := fl.Float64("download-mbit", 0, "shape downloads like a network link of this many Mbit/s shared by all transfers (default: unshaped)")
+	rtt := fl.Duration("rtt", 0, "round trip added before the first byte of every download")
 	level := fl.String("log-level", "info", "log level (debug, info, warn, error)")
 	fl.Parse(args)
 	log, err := newLogger(*level)
 	if err != nil {
 		return err
 	}
-	o := emulator.Options{DataDir: *data, PublishDelay: *delay, URLTTL: *ttl, Logger: log}
+	o := emulator.Options{DataDir: *data, PublishDelay: *delay, URLTTL: *ttl, Logger: log,
+		Link: emulator.Link{Bandwidth: int64(*mbit * 1e6 / 8), RTT: *rtt}}
 	if *token != "" {
 		o.Tokens = map[string]emulator.Grant{*token: {User: emulator.LocalUser, Role: emulator.RoleOwner}}
 	}
