@@ -362,6 +362,38 @@ func TestProcessSigtermAndUmountPublishPending(t *testing.T) {
 	}
 }
 
+// TestProcessKill9WhileReopened: a file closed (held back by a 1 h
+// write-back delay), then opened and written again, is still published
+// after the daemon is killed while it is open: the close promised its bytes,
+// and the restart publishes the staged file as the kill left it.
+func TestProcessKill9WhileReopened(t *testing.T) {
+	requireFUSE(t)
+	ts := newProcServer(t, emulator.Options{})
+	mp, cacheDir := t.TempDir(), t.TempDir()
+	p := mountEvofs(t, "mount(reopened)", ts, mp, cacheDir, "--write-back-delay", "1h")
+	first := []byte("saved and closed\n")
+	writeIn(t, mp, "notes.txt", first)
+	f, err := os.OpenFile(filepath.Join(mp, "notes.txt"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	more := []byte("appended while still open\n")
+	if _, err := f.Write(more); err != nil {
+		t.Fatal(err)
+	}
+	p.killOnly()
+	f.Close() // ENOTCONN: the daemon is gone
+	p.detachDead()
+	mustNotBeServed(t, ts, "notes.txt")
+
+	p = mountEvofs(t, "mount(after kill)", ts, mp, cacheDir, "--write-back-delay", "1h")
+	waitServed(t, ts, "notes.txt", append(first, more...), 30*time.Second)
+	if !eventually(t, 10*time.Second, func() bool { return syscall.Unmount(mp, 0) == nil }) {
+		t.Fatalf("umount %s kept failing", mp)
+	}
+	p.expectCleanExit(60 * time.Second)
+}
+
 // publishWatcher lists the workspace continuously and checks every version
 // it sees against the one content each path may ever have, so a torn or
 // wrong publish is caught even if a later version repairs it.

@@ -17,6 +17,15 @@
 // replaced: it is resumed, so its version is never mistaken for someone
 // else's edit.
 //
+// # Taken-back jobs
+//
+// Take hands an unstarted job back to its caller (who is writing the file
+// again) but leaves its record in the journal, held, until the caller's next
+// Enqueue of the key replaces it (new record first, then the held one is
+// removed) or Cancel forgets the key. A crash meanwhile publishes the staging
+// file as it is then: the close that queued it was promised its bytes, and
+// newer ones only add to them. Rename follows held jobs too.
+//
 // # Conflicts
 //
 // Publishing by id first checks the file's latest version. If it is not
@@ -174,6 +183,7 @@ type Queue struct {
 
 	mu       sync.Mutex
 	keys     map[string][]*job // guarded by mu; oldest first, only [0] may be active; never empty slices
+	held     map[string]*job   // guarded by mu; taken back by Take, record kept until Enqueue or Cancel
 	running  int               // guarded by mu; active jobs
 	seq      uint64            // guarded by mu; last Seq handed out
 	draining int               // guarded by mu; Drain calls in progress (new jobs are due at once)
@@ -220,6 +230,7 @@ func New(cfg Config, p Publisher) (*Queue, error) {
 		log:     log,
 		wake:    make(chan struct{}, 1),
 		keys:    make(map[string][]*job),
+		held:    make(map[string]*job),
 		changed: make(chan struct{}),
 	}
 	if err := q.load(); err != nil {
@@ -279,9 +290,14 @@ func (q *Queue) Enqueue(j Job) error {
 		nj.due = nj.rec.Queued
 	}
 	old := q.installLocked(nj)
+	held := q.held[j.Key]
+	delete(q.held, j.Key)
 	q.notifyLocked()
 	q.mu.Unlock()
 	q.nudge()
+	if held != nil { // replaced by nj, journaled above
+		q.discard(held, false)
+	}
 
 	q.logJob(nj.rec.Job).WithField("size", size).Debug("writeback: enqueued")
 	if old != nil {
@@ -294,6 +310,8 @@ func (q *Queue) Enqueue(j Job) error {
 // Take removes a queued job that has not started and hands it (and its
 // staging file) back to the caller. false if none or it is in flight (or,
 // after a failed attempt, already registered a version it must resume).
+// The job's record stays journaled, held, until the caller enqueues the key
+// again or cancels it (see the package comment).
 func (q *Queue) Take(key string) (Job, bool) {
 	q.mu.Lock()
 	list := q.keys[key]
@@ -303,16 +321,34 @@ func (q *Queue) Take(key string) (Job, bool) {
 	}
 	j := list[len(list)-1]
 	q.setListLocked(key, list[:len(list)-1])
+	prev := q.held[key]
+	q.held[key] = j
 	q.notifyLocked()
 	q.mu.Unlock()
-	q.discard(j, false)
+	if prev != nil { // not expected: an Enqueue releases the held job
+		q.discard(prev, false)
+	}
 	return j.rec.Job, true
+}
+
+// Release removes the record of key's job held since Take, if any: the
+// caller will not enqueue the key again for now (e.g. the file was parked
+// under a name that is never published). The staging file is the caller's.
+func (q *Queue) Release(key string) {
+	q.mu.Lock()
+	held := q.held[key]
+	delete(q.held, key)
+	q.mu.Unlock()
+	if held != nil {
+		q.discard(held, false)
+	}
 }
 
 // Cancel forgets the jobs for key (the file was deleted locally before being
 // published): a queued job is dropped and its staging removed; an in-flight
 // one is stopped, and a version it committed anyway is deleted (if the job
-// created the file; best effort, logged).
+// created the file; best effort, logged); a held one's record is removed
+// (its staging file is the caller's).
 func (q *Queue) Cancel(key string) {
 	q.mu.Lock()
 	var drop, keep []*job
@@ -326,8 +362,13 @@ func (q *Queue) Cancel(key string) {
 		}
 	}
 	q.setListLocked(key, keep)
+	held := q.held[key]
+	delete(q.held, key)
 	q.notifyLocked()
 	q.mu.Unlock()
+	if held != nil { // its staging file is the caller's
+		q.discard(held, false)
+	}
 	for _, j := range drop {
 		q.logJob(j.rec.Job).Info("writeback: cancelled before publishing")
 		if j.rec.Ticket != nil {
@@ -350,6 +391,9 @@ func (q *Queue) Cancel(key string) {
 func (q *Queue) Rename(key, newPath string) {
 	q.mu.Lock()
 	list := append([]*job(nil), q.keys[key]...)
+	if h := q.held[key]; h != nil {
+		list = append(list, h)
+	}
 	for _, j := range list {
 		j.rec.Job.Path = newPath
 	}

@@ -1058,3 +1058,83 @@ func TestRestartKeepsInFlightAndQueuedInOrder(t *testing.T) {
 		t.Errorf("update-by-id = %d, want 1 (second publish by id)", n)
 	}
 }
+
+// A job taken back for more writing keeps its record until the key is
+// enqueued again: a crash in between publishes the staging file as it then
+// is (the bytes promised at the first close, and more), never nothing; a
+// rename meanwhile is followed.
+func TestTakenBackJobSurvivesACrash(t *testing.T) {
+	e := newEnv(t, emulator.Options{}, nil)
+	cfg := e.config()
+	cfg.Delay = time.Hour // stays queued until taken back
+	q := e.open(cfg)
+	stg := e.stage([]byte("closed once"))
+	if err := q.Enqueue(Job{Key: "k", Path: "a.txt", Staging: stg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := q.Take("k"); !ok {
+		t.Fatal("Take failed")
+	}
+	if _, ok := q.Pending("k"); ok {
+		t.Fatal("a taken-back job is still pending")
+	}
+	if recs := e.records(); len(recs) != 1 {
+		t.Fatalf("journal after Take: %v, want the record kept", recs)
+	}
+	q.Rename("k", "b.txt")
+	more := []byte("closed once, then written again")
+	if err := os.WriteFile(stg, more, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q.Close() // the process dies before the next close: records stay
+
+	q = e.open(e.config())
+	if err := q.Wait(ctxT(t, 20*time.Second), "k"); err != nil {
+		t.Fatal(err)
+	}
+	e.expectFile("b.txt", more)
+	eventually(t, "the journal to empty", func() bool { return len(e.records()) == 0 })
+}
+
+// A held job's record goes when the key is enqueued again (after the new
+// record is written), cancelled or released; the staging file, the
+// caller's since Take, stays.
+func TestTakenBackJobEnds(t *testing.T) {
+	e := newEnv(t, emulator.Options{}, nil)
+	cfg := e.config()
+	cfg.Delay = time.Hour
+	q := e.open(cfg)
+	for _, end := range []string{"enqueue", "cancel", "release"} {
+		stg := e.stage([]byte(end))
+		if err := q.Enqueue(Job{Key: end, Path: end + ".txt", Staging: stg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := q.Take(end); !ok {
+			t.Fatalf("%s: Take failed", end)
+		}
+		switch end {
+		case "enqueue":
+			if err := q.Enqueue(Job{Key: end, Path: end + ".txt", Staging: stg}); err != nil {
+				t.Fatal(err)
+			}
+		case "cancel":
+			q.Cancel(end)
+		case "release":
+			q.Release(end)
+		}
+		if !exists(stg) {
+			t.Fatalf("%s removed the caller's staging file", end)
+		}
+	}
+	recs := e.records()
+	if len(recs) != 1 {
+		t.Fatalf("journal %v, want only the re-enqueued job", recs)
+	}
+	raw, err := os.ReadFile(filepath.Join(e.dir, recs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte("enqueue.txt")) {
+		t.Fatalf("the record left is not the re-enqueued job:\n%s", raw)
+	}
+}

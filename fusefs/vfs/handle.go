@@ -325,7 +325,11 @@ func (f *FS) handOverIO(n *Node) error {
 	f.mu.Lock()
 	loc := n.local
 	if loc == nil || !loc.dirty || n.removed || f.isLocalOnly(n.name) {
+		parked := loc != nil && loc.dirty && !n.removed && f.isLocalOnly(n.name)
 		f.mu.Unlock() // local-only content stays dirty: it publishes if renamed to a normal name
+		if parked {
+			f.queue.Release(n.key) // a publish taken back before it was parked is not resumed
+		}
 		return nil
 	}
 	job := writeback.Job{

@@ -46,13 +46,14 @@ type coreOpts struct {
 
 // env is one core against one emulated service.
 type env struct {
-	t      testing.TB
-	ts     *emulator.TestServer
-	client *remote.Client
-	cache  *cache.Cache
-	core   *FS
-	log    *syncWriter
-	closed bool
+	t       testing.TB
+	ts      *emulator.TestServer
+	client  *remote.Client
+	cache   *cache.Cache
+	core    *FS
+	log     *syncWriter
+	journal string // the write-back journal's directory
+	closed  bool
 }
 
 // syncWriter is a log sink read after the core wrote to it.
@@ -115,7 +116,7 @@ func newCore(t testing.TB, o coreOpts) *env {
 		c.Close()
 		t.Fatal(err)
 	}
-	e := &env{t: t, ts: ts, client: client, cache: c, core: core, log: w}
+	e := &env{t: t, ts: ts, client: client, cache: c, core: core, log: w, journal: filepath.Join(dir, "journal")}
 	t.Cleanup(func() {
 		e.close()
 		if t.Failed() {
@@ -257,6 +258,16 @@ func (e *env) writeFile(p string, data []byte) *Node {
 	}
 	e.closeH(h)
 	return n
+}
+
+// journalRecords lists the write-back journal's records.
+func (e *env) journalRecords() []string {
+	e.t.Helper()
+	recs, err := filepath.Glob(filepath.Join(e.journal, "*.json"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return recs
 }
 
 // open opens p with flags.

@@ -298,3 +298,23 @@ func TestEditWhileParkedSurvivesRenameBack(t *testing.T) {
 	e.drain()
 	e.remoteEqual("f", []byte("VERSION TWO"))
 }
+
+// A publish taken back by opening the file for writing stays journaled
+// until the next close queues it again; if the file was parked under a
+// local-only name meanwhile, that close releases the record rather than
+// leave it to publish the parked content at the old path on a later mount.
+func TestReopenedThenParkedLeavesNoRecord(t *testing.T) {
+	e := newCore(t, coreOpts{delay: time.Hour})
+	e.writeFile("g", []byte("v1")) // queued for an hour
+	h := e.open("g", syscall.O_WRONLY)
+	if recs := e.journalRecords(); len(recs) != 1 {
+		t.Fatalf("journal after reopen: %v, want the queued record kept", recs)
+	}
+	e.write(h, []byte("v2"), 0)
+	e.mustRename("g", "g~")
+	e.closeH(h)
+	if recs := e.journalRecords(); len(recs) != 0 {
+		t.Fatalf("journal after closing the parked file: %v", recs)
+	}
+	mustEqual(t, "parked content", e.readFile("g~"), []byte("v2"))
+}
