@@ -22,9 +22,11 @@
 // Take hands an unstarted job back to its caller (who is writing the file
 // again) but leaves its record in the journal, held, until the caller's next
 // Enqueue of the key replaces it (new record first, then the held one is
-// removed) or Cancel forgets the key. A crash meanwhile publishes the staging
-// file as it is then: the close that queued it was promised its bytes, and
-// newer ones only add to them. Rename follows held jobs too.
+// removed), Cancel forgets the key or Release lets it go. Held jobs are not
+// in Status, Wait or Drain: the caller owns them. A crash meanwhile
+// publishes the staging file as it is then: the close that queued it was
+// promised its bytes, and newer ones only add to them. Rename follows held
+// jobs too.
 //
 // # Conflicts
 //
@@ -183,7 +185,7 @@ type Queue struct {
 
 	mu       sync.Mutex
 	keys     map[string][]*job // guarded by mu; oldest first, only [0] may be active; never empty slices
-	held     map[string]*job   // guarded by mu; taken back by Take, record kept until Enqueue or Cancel
+	held     map[string]*job   // guarded by mu; taken back by Take, record kept until Enqueue, Cancel or Release
 	running  int               // guarded by mu; active jobs
 	seq      uint64            // guarded by mu; last Seq handed out
 	draining int               // guarded by mu; Drain calls in progress (new jobs are due at once)
@@ -311,7 +313,7 @@ func (q *Queue) Enqueue(j Job) error {
 // staging file) back to the caller. false if none or it is in flight (or,
 // after a failed attempt, already registered a version it must resume).
 // The job's record stays journaled, held, until the caller enqueues the key
-// again or cancels it (see the package comment).
+// again, cancels or releases it (see the package comment).
 func (q *Queue) Take(key string) (Job, bool) {
 	q.mu.Lock()
 	list := q.keys[key]
