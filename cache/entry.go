@@ -528,20 +528,7 @@ func (e *Entry) land(op *fetchOp, chunks []int64, sums []uint32) {
 	var added int64
 	e.mu.Lock()
 	for k, i := range chunks {
-		if e.inflight[i] == op {
-			delete(e.inflight, i)
-		}
-		if !e.present.has(i) {
-			e.present.set(i)
-			e.verified.set(i)
-			e.crc[i] = sums[k]
-			e.npresent++
-			added += e.chunkLen(i)
-		}
-	}
-	if added > 0 {
-		e.bytes += added
-		e.dirty = true
+		added += e.settleLocked(op, i, sums[k], true)
 	}
 	e.broadcastLocked()
 	e.mu.Unlock()
@@ -562,26 +549,37 @@ func (e *Entry) broadcastLocked() {
 func (e *Entry) record(op *fetchOp, err error, crcs []uint32) (added int64) {
 	e.mu.Lock()
 	for i := op.first; i < op.last; i++ {
-		if e.inflight[i] == op {
-			delete(e.inflight, i)
+		var sum uint32
+		if err == nil {
+			sum = crcs[i-op.first]
 		}
-		if err == nil && !e.present.has(i) {
-			e.present.set(i)
-			e.verified.set(i)
-			e.crc[i] = crcs[i-op.first]
-			e.npresent++
-			added += e.chunkLen(i)
-		}
+		added += e.settleLocked(op, i, sum, err == nil)
 	}
 	if op.prefetch {
 		e.prefetches--
 	}
-	if added > 0 {
-		e.bytes += added
-		e.dirty = true
-	}
 	e.mu.Unlock()
 	return added
+}
+
+// settleLocked takes chunk i out of op's flight (unless another fetch
+// holds it now) and, if ok and it is not present yet, makes it present
+// with checksum sum. It returns the bytes this added. LOCKS_REQUIRED(e.mu)
+func (e *Entry) settleLocked(op *fetchOp, i int64, sum uint32, ok bool) int64 {
+	if e.inflight[i] == op {
+		delete(e.inflight, i)
+	}
+	if !ok || e.present.has(i) {
+		return 0
+	}
+	e.present.set(i)
+	e.verified.set(i)
+	e.crc[i] = sum
+	e.npresent++
+	n := e.chunkLen(i)
+	e.bytes += n
+	e.dirty = true
+	return n
 }
 
 // complete wakes op's waiters: those who started it and those waiting

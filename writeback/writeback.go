@@ -292,8 +292,7 @@ func (q *Queue) Enqueue(j Job) error {
 		nj.due = nj.rec.Queued
 	}
 	old := q.installLocked(nj)
-	held := q.held[j.Key]
-	delete(q.held, j.Key)
+	held := q.popHeldLocked(j.Key)
 	q.notifyLocked()
 	q.mu.Unlock()
 	q.nudge()
@@ -323,7 +322,7 @@ func (q *Queue) Take(key string) (Job, bool) {
 	}
 	j := list[len(list)-1]
 	q.setListLocked(key, list[:len(list)-1])
-	prev := q.held[key]
+	prev := q.popHeldLocked(key)
 	q.held[key] = j
 	q.notifyLocked()
 	q.mu.Unlock()
@@ -338,12 +337,19 @@ func (q *Queue) Take(key string) (Job, bool) {
 // under a name that is never published). The staging file is the caller's.
 func (q *Queue) Release(key string) {
 	q.mu.Lock()
-	held := q.held[key]
-	delete(q.held, key)
+	held := q.popHeldLocked(key)
 	q.mu.Unlock()
 	if held != nil {
 		q.discard(held, false)
 	}
+}
+
+// popHeldLocked removes and returns key's held job, if any. The caller
+// discards its record once it has let go of mu.
+func (q *Queue) popHeldLocked(key string) *job {
+	h := q.held[key]
+	delete(q.held, key)
+	return h
 }
 
 // Cancel forgets the jobs for key (the file was deleted locally before being
@@ -364,8 +370,7 @@ func (q *Queue) Cancel(key string) {
 		}
 	}
 	q.setListLocked(key, keep)
-	held := q.held[key]
-	delete(q.held, key)
+	held := q.popHeldLocked(key)
 	q.notifyLocked()
 	q.mu.Unlock()
 	if held != nil { // its staging file is the caller's
