@@ -61,7 +61,10 @@
 // the index (entries, lru, bytes, closed) and each entry's refs, dropped and
 // counted. Entry.mu guards the bitmaps and in-flight map. Entry.fmu guards
 // opening/closing the content file; Entry.pmu serialises sidecar writes and
-// file removal. No lock is held across a FetchFunc call or a pread. The LRU
+// file removal. A change to an entry's present bytes and the matching change
+// to the cache's total are made under both Cache.mu and Entry.mu (account),
+// so no one observes one without the other. No lock is held across a
+// FetchFunc call or a pread. The LRU
 // (simplelru, no eviction callback) is only touched under Cache.mu and holds
 // exactly the unpinned live entries.
 package cache
@@ -456,11 +459,18 @@ func (c *Cache) evictLocked() []*Entry {
 	return victims
 }
 
-// account adds delta present bytes of e to the total and evicts if needed.
-func (c *Cache) account(e *Entry, delta int64) {
+// account runs change under c.mu and e.mu, adds the present bytes it
+// returns to the total in the same critical section and evicts if needed.
+// So whoever can see a chunk's presence change (under e.mu) and then asks
+// for Usage (under c.mu) sees it counted: change's effects and the total
+// move together.
+func (c *Cache) account(e *Entry, change func() int64) {
 	c.mu.Lock()
+	e.mu.Lock()
+	delta := change()
+	e.mu.Unlock()
 	var victims []*Entry
-	if !e.dropped {
+	if delta != 0 && !e.dropped {
 		e.counted += delta
 		c.bytes += delta
 		victims = c.evictLocked()

@@ -357,23 +357,25 @@ func (e *Entry) verify(i int64) error {
 		return fmt.Errorf("cache: read %s: %w", e.key, err)
 	}
 	sum := crc32.Checksum(buf, castagnoli)
-	var delta int64
-	e.mu.Lock()
-	if e.present.has(i) && !e.verified.has(i) {
+	failed := false
+	e.c.account(e, func() int64 {
+		if !e.present.has(i) || e.verified.has(i) {
+			return 0
+		}
 		if err == nil && sum == e.crc[i] {
 			e.verified.set(i)
-		} else {
-			e.present.clear(i)
-			e.npresent--
-			delta = -int64(len(buf))
-			e.bytes += delta
-			e.dirty = true
+			return 0
 		}
-	}
-	e.mu.Unlock()
-	if delta != 0 {
+		failed = true
+		e.present.clear(i)
+		e.npresent--
+		delta := -int64(len(buf))
+		e.bytes += delta
+		e.dirty = true
+		return delta
+	})
+	if failed {
 		e.c.log.WithField("key", e.key.String()).WithField("chunk", i).Warn("cache chunk failed its checksum; refetching")
-		e.c.account(e, delta)
 	}
 	return nil
 }
@@ -430,9 +432,7 @@ func (e *Entry) run(op *fetchOp, fetch FetchFunc, openErr error) {
 		if err != nil {
 			e.c.log.WithError(err).WithField("key", e.key.String()).Debug("cache fetch failed")
 		}
-		if added := e.record(op, err, crcs); added > 0 {
-			e.c.account(e, added)
-		}
+		e.record(op, err, crcs)
 		e.pmu.Lock()
 		due := time.Since(e.lastPersist) >= persistInterval
 		e.pmu.Unlock()
@@ -521,20 +521,18 @@ func (e *Entry) track(op *fetchOp, p []byte, off int64) {
 	}
 }
 
-// land marks chunks of a running fetch present and wakes waiting readers.
-// The bytes are in the file already (the sidecar still lists them only
-// after persist's fdatasync).
+// land marks chunks of a running fetch present, counts them in the cache's
+// usage and wakes waiting readers, all in one critical section: a reader
+// that sees a chunk present sees it counted. The bytes are in the file
+// already (the sidecar still lists them only after persist's fdatasync).
 func (e *Entry) land(op *fetchOp, chunks []int64, sums []uint32) {
-	var added int64
-	e.mu.Lock()
-	for k, i := range chunks {
-		added += e.settleLocked(op, i, sums[k], true)
-	}
-	e.broadcastLocked()
-	e.mu.Unlock()
-	if added > 0 {
-		e.c.account(e, added)
-	}
+	e.c.account(e, func() (added int64) {
+		for k, i := range chunks {
+			added += e.settleLocked(op, i, sums[k], true)
+		}
+		e.broadcastLocked()
+		return added
+	})
 }
 
 // broadcastLocked wakes readers waiting for progress. LOCKS_REQUIRED(e.mu)
@@ -543,23 +541,23 @@ func (e *Entry) broadcastLocked() {
 	e.progress = make(chan struct{})
 }
 
-// record takes op's chunks out of flight, marks them present if it
-// succeeded and returns the bytes added (chunks that landed early were
-// counted then).
-func (e *Entry) record(op *fetchOp, err error, crcs []uint32) (added int64) {
-	e.mu.Lock()
-	for i := op.first; i < op.last; i++ {
-		var sum uint32
-		if err == nil {
-			sum = crcs[i-op.first]
+// record takes op's chunks out of flight and, if it succeeded, marks them
+// present and counts them in the cache's usage in the same critical
+// section (chunks that landed early were counted then).
+func (e *Entry) record(op *fetchOp, err error, crcs []uint32) {
+	e.c.account(e, func() (added int64) {
+		for i := op.first; i < op.last; i++ {
+			var sum uint32
+			if err == nil {
+				sum = crcs[i-op.first]
+			}
+			added += e.settleLocked(op, i, sum, err == nil)
 		}
-		added += e.settleLocked(op, i, sum, err == nil)
-	}
-	if op.prefetch {
-		e.prefetches--
-	}
-	e.mu.Unlock()
-	return added
+		if op.prefetch {
+			e.prefetches--
+		}
+		return added
+	})
 }
 
 // settleLocked takes chunk i out of op's flight (unless another fetch
@@ -630,12 +628,12 @@ func (e *Entry) open() error {
 			f.Close()
 			return err
 		}
-		e.mu.Lock()
-		lost := e.bytes
-		e.present, e.verified = newBitset(e.nchunks), newBitset(e.nchunks)
-		e.npresent, e.bytes, e.dirty = 0, 0, true
-		e.mu.Unlock()
-		e.c.account(e, -lost)
+		e.c.account(e, func() int64 {
+			lost := e.bytes
+			e.present, e.verified = newBitset(e.nchunks), newBitset(e.nchunks)
+			e.npresent, e.bytes, e.dirty = 0, 0, true
+			return -lost
+		})
 	}
 	e.f, e.openers = f, 1
 	return nil
