@@ -94,6 +94,7 @@ func NewTransport(concurrency int) *http.Transport {
 		MaxIdleConns:          max(100, concurrency*4),
 		MaxIdleConnsPerHost:   max(16, concurrency*2),
 		IdleConnTimeout:       90 * time.Second,
+		TLSClientConfig:       tlsConfig(),
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: 2 * time.Minute,

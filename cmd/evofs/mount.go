@@ -52,6 +52,7 @@ type mountFlags struct {
 	local, daemon   bool
 	logFile         string
 	umask           string
+	caFile          string
 }
 
 // defineMountFlags declares the mount flags on fl (also used to know which
@@ -70,6 +71,7 @@ func defineMountFlags(fl *flag.FlagSet, m *mountFlags) {
 	fl.StringVar(&m.cacheDir, "cache-dir", "", "cache directory (default: per org/workspace under the user's cache dir)")
 	fl.StringVar(&m.localData, "local-data", "", "data directory of the embedded local service (default: under the user's data dir)")
 	fl.StringVar(&m.logLevel, "log-level", "info", "log level (debug, info, warn, error)")
+	fl.StringVar(&m.caFile, "ca-file", "", "also trust the CA certificates in this PEM file (a TLS-intercepting proxy, evofs serve --tls); SSL_CERT_FILE replaces the system's")
 	fl.BoolVar(&m.readOnly, "read-only", false, "mount read-only")
 	fl.BoolVar(&m.syncClose, "sync-close", false, "close() waits until the file is published")
 	fl.BoolVar(&m.allowOther, "allow-other", false, "let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)")
@@ -102,6 +104,11 @@ func parseMountFlags(args []string) (*mountFlags, string, error) {
 	}
 	if err := applyProfile(fl, m.config, m.profile); err != nil {
 		return nil, "", err
+	}
+	if m.caFile != "" {
+		if err := remote.TrustCAFile(m.caFile); err != nil {
+			return nil, "", fmt.Errorf("--ca-file: %w", err)
+		}
 	}
 	if m.umask != "" {
 		if _, err := strconv.ParseUint(m.umask, 8, 32); err != nil {

@@ -28,6 +28,8 @@ func runServe(args []string) error {
 	mbit := fl.Float64("download-mbit", 0, "shape downloads like a network link of this many Mbit/s shared by all transfers (default: unshaped)")
 	rtt := fl.Duration("rtt", 0, "round trip added before the first byte of every download")
 	level := fl.String("log-level", "info", "log level (debug, info, warn, error)")
+	useTLS := fl.Bool("tls", false, "serve HTTPS with a certificate from a local CA created once in --tls-dir (use --addr 127.0.0.1:443 for clients that drop the port)")
+	tlsDir := fl.String("tls-dir", "", "where the local CA lives (default: DATA/tls, or evofs/serve-tls under the user's config dir when in memory)")
 	fl.Parse(args)
 	log, err := newLogger(*level)
 	if err != nil {
@@ -47,7 +49,16 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("evofs serve: File API at http://%s\n", ln.Addr())
+	scheme := "http"
+	if *useTLS {
+		var caFile string
+		if ln, caFile, err = emulator.ListenTLS(ln, *tlsDir, *data); err != nil {
+			return err
+		}
+		scheme = "https"
+		fmt.Printf("evofs serve: CA certificate at %s (trust it with SSL_CERT_FILE=%s or evofs mount --ca-file)\n", caFile, caFile)
+	}
+	fmt.Printf("evofs serve: File API at %s://%s\n", scheme, ln.Addr())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return serveUntil(ctx, ln, srv, log)

@@ -111,7 +111,11 @@ func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, orgRaw s
 		results = append(results, item{ID: all[i].id, Name: all[i].name, CurrentUserRole: grant.Role,
 			CreatedAt: all[i].created.Format(timeLayout), CreatedBy: OtherUser})
 	}
-	base := "http://" + r.Host + r.URL.EscapedPath()
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	base := scheme + "://" + r.Host + r.URL.EscapedPath()
 	link := func(off int) any {
 		v := r.URL.Query()
 		v.Set("offset", strconv.Itoa(off))
