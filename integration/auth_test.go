@@ -421,7 +421,7 @@ func TestAuthClientCredentialsViewerReadOnly(t *testing.T) {
 	if !eventually(t, 30*time.Second, func() bool { return isMountedAt(mp) || p.cmd.ProcessState != nil }) || !isMountedAt(mp) {
 		t.Fatalf("not mounted: %s", p.stderr.String())
 	}
-	if !eventually(t, 5*time.Second, func() bool { return strings.Contains(p.stderr.String(), "mounted read-only") }) {
+	if !eventually(t, 30*time.Second, func() bool { return strings.Contains(p.stderr.String(), "mounted read-only") }) {
 		t.Errorf("no read-only notice on stderr")
 	}
 	if e := p.stderr.String(); !strings.Contains(e, "viewer role in workspace") || !strings.Contains(e, "Survey Data") {

@@ -455,7 +455,7 @@ func TestXattrsAndStatfs(t *testing.T) {
 		}
 		return string(buf[:n])
 	}
-	if !eventually(t, 5*time.Second, func() bool { return get("user.evofs.version_id") == ver }) {
+	if !eventually(t, 20*time.Second, func() bool { return get("user.evofs.version_id") == ver }) {
 		t.Fatalf("version_id xattr %q, want %q", get("user.evofs.version_id"), ver)
 	}
 	if got := get("user.evofs.file_id"); got != id {

@@ -624,11 +624,11 @@ func TestRestartResumesSameVersion(t *testing.T) {
 	if err := q.Enqueue(Job{Key: "x", Path: "x", Staging: e.stage(nil)}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Enqueue after Close = %v", err)
 	}
-	if err := q.Wait(ctxT(t, 5*time.Second), "big"); !errors.Is(err, ErrClosed) {
+	if err := q.Wait(ctxT(t, 20*time.Second), "big"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Wait after Close = %v", err)
 	}
 	var de *DrainError
-	if err := q.Drain(ctxT(t, 5*time.Second)); !errors.As(err, &de) || len(de.Left) != 1 {
+	if err := q.Drain(ctxT(t, 20*time.Second)); !errors.As(err, &de) || len(de.Left) != 1 {
 		t.Fatalf("Drain after Close = %v", err)
 	}
 

@@ -84,7 +84,7 @@ func TestFailedPublishIsVisibleAndRecovers(t *testing.T) {
 	e.ts.FailNext(emulator.OpUpsertByPath, 1, emulator.Fault{Status: 403})
 	n := e.writeFile("f", []byte("first"))
 	e.waitState(n, string(writeback.StateFailed))
-	ctx, cancel := timeoutCtx(t, 5*time.Second)
+	ctx, cancel := timeoutCtx(t, 20*time.Second)
 	defer cancel()
 	var je *writeback.JobError
 	if err := e.core.Drain(ctx); !errors.As(err, &je) && !errors.Is(err, remote.ErrForbidden) {

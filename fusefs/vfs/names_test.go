@@ -165,7 +165,7 @@ func TestUnlinkDuringUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.drain()
-	if !eventually(t, 5*time.Second, func() bool { _, _, _, err := e.remote("f"); return err != nil }) {
+	if !eventually(t, 20*time.Second, func() bool { _, _, _, err := e.remote("f"); return err != nil }) {
 		t.Fatal("a file unlinked during its first upload is on the service")
 	}
 	e.refresh()
