@@ -395,7 +395,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var buf []byte
 	attrs := n.m.core.Xattrs(n.n)
-	for _, k := range []string{vfs.XattrFileID, vfs.XattrVersionID, vfs.XattrState, vfs.XattrStatus} {
+	for _, k := range []string{vfs.XattrFileID, vfs.XattrVersionID, vfs.XattrState, vfs.XattrControl} {
 		if _, ok := attrs[k]; ok {
 			buf = append(append(buf, k...), 0)
 		}

@@ -1,14 +1,11 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"evofs/fusefs/vfs"
 	"evofs/remote/emulator"
@@ -144,16 +141,7 @@ func TestFsyncAndSyncClosePublish(t *testing.T) {
 
 func mountStatus(t testing.TB, m *testMount) vfs.Status {
 	t.Helper()
-	buf := make([]byte, 1<<20)
-	n, err := unix.Getxattr(m.dir, vfs.XattrStatus, buf)
-	if err != nil {
-		t.Fatalf("status xattr: %v", err)
-	}
-	var st vfs.Status
-	if err := json.Unmarshal(buf[:n], &st); err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return m.core.Status()
 }
 
 // With the service unreachable, cached files stay readable and writes queue;

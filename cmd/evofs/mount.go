@@ -21,6 +21,7 @@ import (
 
 	"evofs/cache"
 	"evofs/fusefs"
+	"evofs/fusefs/control"
 	"evofs/fusefs/vfs"
 	"evofs/remote"
 	"evofs/remote/emulator"
@@ -215,7 +216,7 @@ func runMount(args []string) (err error) {
 	core, err := vfs.New(vfs.Config{
 		UID: uint32(mf.uid), GID: uint32(mf.gid), ReadOnly: readOnly,
 		PollInterval: mf.pollInterval, LocalPatterns: patterns, MaxDirRenameBytes: mf.maxDirRename,
-		SyncClose: mf.syncClose, Umask: uint32(umask),
+		SyncClose: mf.syncClose, Umask: uint32(umask), ControlSocket: filepath.Join(cacheDir, control.SocketName),
 		Writeback: writeback.Config{Dir: filepath.Join(cacheDir, "journal"), Delay: mf.writeBackDelay, Transfers: mf.transfers,
 			Logger: log.WithField("component", "writeback")},
 		Logger: log.WithField("component", "vfs"),
@@ -227,6 +228,13 @@ func runMount(args []string) (err error) {
 		core.Close()
 		return err
 	}
+	absMnt, _ := filepath.Abs(mountpoint)
+	ctl, err := control.Listen(filepath.Join(cacheDir, control.SocketName), absMnt, core, log.WithField("component", "control"))
+	if err != nil {
+		core.Close()
+		return err
+	}
+	defer ctl.Close()
 	server, err := fusefs.Mount(mountpoint, core, fusefs.Options{
 		AttrTimeout: mf.attrTTL, EntryTimeout: mf.entryTT, AllowOther: mf.allowOther, Debug: mf.debugFuse,
 		Logger: log.WithField("component", "fuse"),

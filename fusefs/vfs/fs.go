@@ -85,6 +85,9 @@ type Config struct {
 	// FullRelistInterval is a backstop: the whole listing is fetched again
 	// this often (default 1 h); every other poll asks only for changes.
 	FullRelistInterval time.Duration
+	// ControlSocket is the path of the mount's control socket, named by the
+	// root's XattrControl so that a client finds it from the mountpoint.
+	ControlSocket string
 	// Writeback configures the publish queue; OnPublished is set by the core.
 	Writeback writeback.Config
 	Logger    *logrus.Entry
