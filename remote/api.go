@@ -72,6 +72,8 @@ func New(cfg Config) (*Client, error) {
 		http:       cfg.HTTPClient,
 		noRedirect: &nr,
 		log:        cfg.Logger.WithField("component", "remote"),
+		upLimit:    newLimiter(cfg.UploadLimit),
+		downLimit:  newLimiter(cfg.DownloadLimit),
 	}
 	return c, nil
 }

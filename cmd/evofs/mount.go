@@ -53,6 +53,7 @@ type mountFlags struct {
 	local, daemon   bool
 	logFile         string
 	umask           string
+	bwlimit         string
 }
 
 // defineMountFlags declares the mount flags on fl (also used to know which
@@ -68,6 +69,7 @@ func defineMountFlags(fl *flag.FlagSet, m *mountFlags) {
 	fl.BoolVar(&m.daemon, "daemon", false, "run in the background; return once the mount is ready")
 	fl.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr")
 	fl.StringVar(&m.umask, "umask", "", "octal umask applied to file and folder modes (e.g. 027; files show 0644 and folders 0755 before it)")
+	fl.StringVar(&m.bwlimit, "bwlimit", "", "cap blob transfers in bytes/s, RATE or UP:DOWN (e.g. 10M or 1M:20M; K/M/G are powers of 1024)")
 	fl.StringVar(&m.cacheDir, "cache-dir", "", "cache directory (default: per org/workspace under the user's cache dir)")
 	fl.StringVar(&m.localData, "local-data", "", "data directory of the embedded local service (default: under the user's data dir)")
 	fl.StringVar(&m.logLevel, "log-level", "info", "log level (debug, info, warn, error)")
@@ -108,6 +110,9 @@ func parseMountFlags(args []string) (*mountFlags, string, error) {
 		if _, err := strconv.ParseUint(m.umask, 8, 32); err != nil {
 			return nil, "", fmt.Errorf("--umask %q is not an octal number", m.umask)
 		}
+	}
+	if _, _, err := parseBwlimit(m.bwlimit); err != nil {
+		return nil, "", err
 	}
 	return m, fl.Arg(0), nil
 }
@@ -188,7 +193,9 @@ func runMount(args []string) (err error) {
 	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
 		return err
 	}
-	client, err := remote.New(remote.Config{BaseURL: host, Org: org, Workspace: ws, Tokens: tokens, Logger: log.WithField("component", "remote")})
+	upLimit, downLimit, _ := parseBwlimit(mf.bwlimit) // validated when parsed
+	client, err := remote.New(remote.Config{BaseURL: host, Org: org, Workspace: ws, Tokens: tokens,
+		UploadLimit: upLimit, DownloadLimit: downLimit, Logger: log.WithField("component", "remote")})
 	if err != nil {
 		return err
 	}
