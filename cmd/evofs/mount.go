@@ -205,7 +205,9 @@ func runMount(args []string) (err error) {
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)
 		_, perr := client.List(pctx, remote.ListOptions{Limit: 1})
 		cancel()
-		if perr != nil {
+		if _, serr := os.Stat(filepath.Join(cacheDir, "listing.json")); perr != nil && remote.Retryable(perr) && serr == nil {
+			log.WithError(perr).Warn("the service is unreachable: starting offline from the last listing known")
+		} else if perr != nil {
 			return explainLookup(perr, "the hub "+remote.RedactURL(host))
 		}
 	}
@@ -223,7 +225,7 @@ func runMount(args []string) (err error) {
 	core, err := vfs.New(vfs.Config{
 		UID: uint32(mf.uid), GID: uint32(mf.gid), ReadOnly: readOnly,
 		PollInterval: mf.pollInterval, LocalPatterns: patterns, MaxDirRenameBytes: mf.maxDirRename,
-		SyncClose: mf.syncClose, Umask: uint32(umask), ControlSocket: filepath.Join(cacheDir, control.SocketName),
+		SyncClose: mf.syncClose, Umask: uint32(umask), ListingFile: filepath.Join(cacheDir, "listing.json"), ControlSocket: filepath.Join(cacheDir, control.SocketName),
 		Writeback: writeback.Config{Dir: filepath.Join(cacheDir, "journal"), Delay: mf.writeBackDelay, Transfers: mf.transfers,
 			Logger: log.WithField("component", "writeback")},
 		Logger: log.WithField("component", "vfs"),

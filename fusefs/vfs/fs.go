@@ -85,6 +85,9 @@ type Config struct {
 	// FullRelistInterval is a backstop: the whole listing is fetched again
 	// this often (default 1 h); every other poll asks only for changes.
 	FullRelistInterval time.Duration
+	// ListingFile keeps the last listing known, for a start while the
+	// service is unreachable ("" = none: such a start fails).
+	ListingFile string
 	// ControlSocket is the path of the mount's control socket, named by the
 	// root's XattrControl so that a client finds it from the mountpoint.
 	ControlSocket string
@@ -240,8 +243,17 @@ func (f *FS) Start(ctx context.Context) error {
 	f.delMark = time.Now().Add(-f.cfg.PollOverlap)
 	f.lastFull = time.Now()
 	files, err := f.client.ListAll(ctx, remote.ListOptions{})
+	online := err == nil
 	if err != nil {
-		return fmt.Errorf("listing the workspace: %w", err)
+		saved, at, lerr := f.loadListing()
+		if !remote.Retryable(err) || lerr != nil {
+			return fmt.Errorf("listing the workspace: %w", err)
+		}
+		// Offline: the last listing known; the first poll that answers
+		// lists everything again (lastFull is zero).
+		files, f.lastFull = saved, time.Time{}
+		f.pollErr = "unreachable since the mount started: " + err.Error()
+		f.log.WithError(err).WithField("listing_saved", at).Warn("the service is unreachable: serving the last listing known; cached files stay readable, writes queue up")
 	}
 	for i := range files {
 		f.insertRemoteLocked(&files[i])
@@ -258,6 +270,9 @@ func (f *FS) Start(ctx context.Context) error {
 	} else if n > 0 {
 		f.log.WithField("count", n).Info("removed staging files of writes never closed before the last stop")
 	}
+	if online {
+		go f.saveListing() // waits for mu, which Start holds
+	}
 	if f.cfg.PollInterval > 0 {
 		f.pollWG.Add(1)
 		go f.pollLoop()
@@ -269,6 +284,12 @@ func (f *FS) Start(ctx context.Context) error {
 func (f *FS) Close() error {
 	f.cancel()
 	f.pollWG.Wait()
+	f.mu.Lock()
+	online := f.pollErr == ""
+	f.mu.Unlock()
+	if online {
+		f.saveListing()
+	}
 	return f.queue.Close()
 }
 

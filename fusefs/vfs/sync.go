@@ -279,6 +279,10 @@ func (f *FS) pollLoop() {
 			f.log.WithError(err).Warn("the service is unreachable: cached files stay readable, writes queue up")
 		case err == nil && !wasOnline:
 			f.log.Info("the service is reachable again")
+			f.queue.RetryNow()
+		}
+		if err == nil {
+			f.saveListing()
 		}
 	}
 }
