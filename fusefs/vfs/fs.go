@@ -138,6 +138,8 @@ type FS struct {
 	pollWG sync.WaitGroup
 	kick   chan struct{} // asks the poller for an immediate refresh
 
+	saveMu sync.Mutex // serialises saveListing's writes; taken before mu
+
 	notifyMu sync.RWMutex
 	notify   Notifier
 
@@ -150,6 +152,8 @@ type FS struct {
 	parked  map[*Node]struct{}  // nodes that may sit under a local-only name away from their file (pruned lazily)
 	gen     uint64              // bumped on each local namespace or content change
 	pollErr string              // why the last listing failed ("" = online)
+	listGen uint64              // bumped on each change of remote identity in the tree
+	saved   uint64              // listGen at the last saveListing (0: never saved)
 
 	modMark time.Time // newest modified_at seen
 	delMark time.Time // newest deleted_at seen (or the mount's start)

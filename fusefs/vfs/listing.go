@@ -45,12 +45,20 @@ func (f *FS) snapshotLocked() listingFile {
 	return out
 }
 
-// saveListing writes the tree's listing (atomically: a crash keeps the old one).
+// saveListing writes the tree's listing when it changed since the last
+// save (atomically: a crash keeps the old one).
 func (f *FS) saveListing() {
 	if f.cfg.ListingFile == "" {
 		return
 	}
+	f.saveMu.Lock()
+	defer f.saveMu.Unlock()
 	f.mu.Lock()
+	if f.saved == f.listGen+1 {
+		f.mu.Unlock()
+		return
+	}
+	f.saved = f.listGen + 1
 	snap := f.snapshotLocked()
 	f.mu.Unlock()
 	b, err := json.Marshal(snap)
