@@ -83,6 +83,9 @@ type Config struct {
 	// second over all transfers of the client; 0 = unlimited (bwlimit.go).
 	UploadLimit, DownloadLimit int64
 
+	// OnRetry, if set, is called before each retry of op (observe.go).
+	OnRetry func(op string)
+
 	Logger *logrus.Entry
 }
 

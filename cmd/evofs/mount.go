@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"evofs/cache"
 	"evofs/fusefs"
 	"evofs/fusefs/control"
+	"evofs/fusefs/metrics"
 	"evofs/fusefs/vfs"
 	"evofs/remote"
 	"evofs/remote/emulator"
@@ -54,6 +56,7 @@ type mountFlags struct {
 	logFile         string
 	umask           string
 	bwlimit         string
+	metricsAddr     string
 }
 
 // defineMountFlags declares the mount flags on fl (also used to know which
@@ -70,6 +73,7 @@ func defineMountFlags(fl *flag.FlagSet, m *mountFlags) {
 	fl.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr")
 	fl.StringVar(&m.umask, "umask", "", "octal umask applied to file and folder modes (e.g. 027; files show 0644 and folders 0755 before it)")
 	fl.StringVar(&m.bwlimit, "bwlimit", "", "cap blob transfers in bytes/s, RATE or UP:DOWN (e.g. 10M or 1M:20M; K/M/G are powers of 1024)")
+	fl.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; off when empty)")
 	fl.StringVar(&m.cacheDir, "cache-dir", "", "cache directory (default: per org/workspace under the user's cache dir)")
 	fl.StringVar(&m.localData, "local-data", "", "data directory of the embedded local service (default: under the user's data dir)")
 	fl.StringVar(&m.logLevel, "log-level", "info", "log level (debug, info, warn, error)")
@@ -194,8 +198,16 @@ func runMount(args []string) (err error) {
 		return err
 	}
 	upLimit, downLimit, _ := parseBwlimit(mf.bwlimit) // validated when parsed
-	client, err := remote.New(remote.Config{BaseURL: host, Org: org, Workspace: ws, Tokens: tokens,
-		UploadLimit: upLimit, DownloadLimit: downLimit, Logger: log.WithField("component", "remote")})
+	rcfg := remote.Config{BaseURL: host, Org: org, Workspace: ws, Tokens: tokens,
+		UploadLimit: upLimit, DownloadLimit: downLimit, Logger: log.WithField("component", "remote")}
+	var met *metrics.Metrics
+	if mf.metricsAddr != "" {
+		met = metrics.New()
+		rcfg.HTTPClient = &http.Client{Transport: met.Transport(remote.NewTransport(8))}
+		rcfg.OnRetry = met.OnRetry
+		met.Tokens(tokens)
+	}
+	client, err := remote.New(rcfg)
 	if err != nil {
 		return err
 	}
@@ -238,6 +250,17 @@ func runMount(args []string) (err error) {
 		return err
 	}
 	absMnt, _ := filepath.Abs(mountpoint)
+	if met != nil {
+		met.Queue(core.Queue().Status)
+		met.Cache(c.Usage)
+		addr, stopMetrics, err := met.Serve(mf.metricsAddr)
+		if err != nil {
+			core.Close()
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer stopMetrics()
+		log.WithField("url", "http://"+addr.String()+"/metrics").Info("serving metrics")
+	}
 	ctl, err := control.Listen(filepath.Join(cacheDir, control.SocketName), absMnt, core, log.WithField("component", "control"))
 	if err != nil {
 		core.Close()
