@@ -267,10 +267,14 @@ func runMount(args []string) (err error) {
 		return err
 	}
 	defer ctl.Close()
-	server, err := fusefs.Mount(mountpoint, core, fusefs.Options{
+	fo := fusefs.Options{
 		AttrTimeout: mf.attrTTL, EntryTimeout: mf.entryTT, AllowOther: mf.allowOther, Debug: mf.debugFuse,
 		Logger: log.WithField("component", "fuse"),
-	})
+	}
+	if met != nil {
+		fo.Observe = met.Fuse()
+	}
+	server, err := fusefs.Mount(mountpoint, core, fo)
 	if err != nil {
 		core.Close()
 		return err

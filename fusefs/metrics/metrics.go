@@ -108,6 +108,15 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Fuse is fusefs.Options.Observe: kernel operation latency by operation.
+func (m *Metrics) Fuse() func(op string, d time.Duration) {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "evofs_fuse_op_duration_seconds",
+		Help:    "Latency of kernel operations on the mount by operation.",
+		Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)}, []string{"op"})
+	m.reg.MustRegister(h)
+	return func(op string, d time.Duration) { h.WithLabelValues(op).Observe(d.Seconds()) }
+}
+
 // Queue registers queue depth by state, read at scrape time.
 func (m *Metrics) Queue(status func() []writeback.JobStatus) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "evofs_publish_queue_files",
