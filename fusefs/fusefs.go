@@ -34,7 +34,9 @@ type Options struct {
 	NegativeTimeout time.Duration // default 0: new remote files show up at once
 	AllowOther      bool
 	Debug           bool // log every FUSE request
-	Logger          *logrus.Entry
+	// Observe, if set, hears each timed kernel operation's name and duration (metrics).
+	Observe func(op string, d time.Duration)
+	Logger  *logrus.Entry
 }
 
 // Mount serves core at dir. The caller unmounts with server.Unmount and
@@ -51,7 +53,7 @@ func Mount(dir string, core *vfs.FS, o Options) (*fuse.Server, error) {
 	if o.EntryTimeout == 0 {
 		o.EntryTimeout = time.Second
 	}
-	m := &mount{core: core, log: o.Logger, inodes: map[uint64]*fs.Inode{}, events: make(chan event, 4096)}
+	m := &mount{core: core, log: o.Logger, observe: o.Observe, inodes: map[uint64]*fs.Inode{}, events: make(chan event, 4096)}
 	root := &node{m: m, n: core.Root()}
 	neg := o.NegativeTimeout
 	opts := &fs.Options{
@@ -105,8 +107,9 @@ func raiseReadAhead(dir string, log *logrus.Entry) {
 
 // mount holds what the adapter needs across nodes.
 type mount struct {
-	core *vfs.FS
-	log  *logrus.Entry
+	core    *vfs.FS
+	log     *logrus.Entry
+	observe func(op string, d time.Duration) // nil: not timed
 
 	mu     sync.Mutex           // guards inodes and done
 	inodes map[uint64]*fs.Inode // known kernel inodes by number, for notifications
@@ -126,6 +129,15 @@ const (
 	evEntry
 	evDelete
 )
+
+// timed starts timing op; call the result when it ends (defer m.timed("x")()).
+func (m *mount) timed(op string) func() {
+	if m.observe == nil {
+		return func() {}
+	}
+	start := time.Now()
+	return func() { m.observe(op, time.Since(start)) }
+}
 
 func (m *mount) stop() chan struct{} {
 	m.mu.Lock()
@@ -265,6 +277,7 @@ func (n *node) OnForget() {
 
 // Lookup resolves a name (case-insensitively, as the service does).
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	defer n.m.timed("lookup")()
 	c, err := n.m.core.Lookup(n.n, name)
 	if err != nil {
 		return nil, n.m.errno("lookup", name, err)
@@ -274,6 +287,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 
 // Getattr reports size, times and mode.
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	defer n.m.timed("getattr")()
 	n.fill(n.m.core.Attr(n.n), &out.Attr)
 	return 0
 }
@@ -299,6 +313,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 
 // Readdir lists a folder.
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	defer n.m.timed("readdir")()
 	ents, err := n.m.core.Readdir(n.n)
 	if err != nil {
 		return nil, n.m.errno("readdir", n.m.core.Path(n.n), err)
@@ -316,6 +331,7 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 
 // Open opens a file.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	defer n.m.timed("open")()
 	h, mode, err := n.m.core.Open(ctx, n.n, int(flags))
 	if err != nil {
 		return nil, 0, n.m.errno("open", n.m.core.Path(n.n), err)
@@ -395,7 +411,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var buf []byte
 	attrs := n.m.core.Xattrs(n.n)
-	for _, k := range []string{vfs.XattrFileID, vfs.XattrVersionID, vfs.XattrState, vfs.XattrStatus} {
+	for _, k := range []string{vfs.XattrFileID, vfs.XattrVersionID, vfs.XattrState, vfs.XattrControl} {
 		if _, ok := attrs[k]; ok {
 			buf = append(append(buf, k...), 0)
 		}
@@ -435,6 +451,7 @@ func (h *handle) path() string { return h.m.core.Path(h.h.Node()) }
 
 // Read reads from the file.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	defer h.m.timed("read")()
 	n, err := h.h.Read(ctx, dest, off)
 	if err != nil {
 		return nil, h.m.errno("read", h.path(), err)
@@ -444,6 +461,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 
 // Write writes to the staging copy.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	defer h.m.timed("write")()
 	n, err := h.h.Write(ctx, data, off)
 	if err != nil {
 		return uint32(n), h.m.errno("write", h.path(), err)
@@ -453,11 +471,13 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 
 // Flush queues the written file for publishing (each close of a descriptor).
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	defer h.m.timed("flush")()
 	return h.m.errno("flush", h.path(), h.h.Flush(ctx))
 }
 
 // Fsync waits until the file is published.
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	defer h.m.timed("fsync")()
 	return h.m.errno("fsync", h.path(), h.h.Fsync(ctx))
 }
 

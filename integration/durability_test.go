@@ -1,14 +1,11 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"evofs/fusefs/vfs"
 	"evofs/remote/emulator"
@@ -144,16 +141,7 @@ func TestFsyncAndSyncClosePublish(t *testing.T) {
 
 func mountStatus(t testing.TB, m *testMount) vfs.Status {
 	t.Helper()
-	buf := make([]byte, 1<<20)
-	n, err := unix.Getxattr(m.dir, vfs.XattrStatus, buf)
-	if err != nil {
-		t.Fatalf("status xattr: %v", err)
-	}
-	var st vfs.Status
-	if err := json.Unmarshal(buf[:n], &st); err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return m.core.Status()
 }
 
 // With the service unreachable, cached files stay readable and writes queue;
@@ -178,6 +166,50 @@ func TestOfflineThenOnline(t *testing.T) {
 	}
 	if st := mountStatus(t, m); len(st.Jobs) != len(written) {
 		t.Fatalf("pending while offline: %d jobs, want %d", len(st.Jobs), len(written))
+	}
+	ts.ClearFaults()
+	for p, d := range written {
+		m.waitRemote(p, d)
+	}
+	if !eventually(t, 10*time.Second, func() bool { return mountStatus(t, m).Online }) {
+		t.Fatal("status never said online again")
+	}
+}
+
+// A mount started while the service is unreachable serves the last listing
+// it saved, reads cached files, queues writes, says offline, and publishes
+// every queued file on its own once the service answers again.
+func TestOfflineStartCatchesUp(t *testing.T) {
+	ts := emulator.NewTestServer(t, emulator.Options{})
+	cached := randomBytes(50, 2<<20)
+	ts.PutFile(ts.Org, ts.Workspace, "docs/cached.bin", cached)
+	ts.PutFile(ts.Org, ts.Workspace, "docs/uncached.txt", []byte("never read"))
+	cacheDir := t.TempDir()
+	m := mountOn(t, ts, mountOpts{cacheDir: cacheDir, pollInterval: 50 * time.Millisecond})
+	mustEqual(t, "warm up", readFile(t, m.path("docs/cached.bin")), cached)
+	m.unmount()
+
+	ts.FailRate(emulator.OpAny, 1, emulator.Fault{Drop: true})
+	m = mountOn(t, ts, mountOpts{cacheDir: cacheDir, pollInterval: 50 * time.Millisecond})
+	if st := mountStatus(t, m); st.Online || !strings.Contains(st.LastError, "unreachable") {
+		t.Fatalf("offline start: online %v (%q)", st.Online, st.LastError)
+	}
+	if _, err := os.Stat(m.path("docs/uncached.txt")); err != nil {
+		t.Fatalf("the saved listing lacks a file: %v", err)
+	}
+	mustEqual(t, "cached file offline", readFile(t, m.path("docs/cached.bin")), cached)
+	written := map[string][]byte{"docs/cached.bin": randomBytes(51, 3000)}
+	for i := range 5 {
+		written[fmt.Sprintf("new/offline-%d.bin", i)] = randomBytes(int64(52+i), 10000*(i+1))
+	}
+	if err := os.MkdirAll(m.path("new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p, d := range written {
+		writeFile(t, m.path(p), d)
+	}
+	if st := mountStatus(t, m); len(st.Jobs) != len(written) || st.Online {
+		t.Fatalf("while offline: %d jobs, online %v; want %d queued", len(st.Jobs), st.Online, len(written))
 	}
 	ts.ClearFaults()
 	for p, d := range written {

@@ -141,6 +141,7 @@ func mountOn(t testing.TB, ts *emulator.TestServer, o mountOpts) *testMount {
 	core, err := vfs.New(vfs.Config{
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), ReadOnly: o.readOnly,
 		PollInterval: o.pollInterval, SyncClose: o.syncClose, MaxDirRenameBytes: o.maxDirRename,
+		ListingFile: filepath.Join(o.cacheDir, "listing.json"),
 		Writeback: writeback.Config{Dir: filepath.Join(o.cacheDir, "journal"), Delay: o.writeBackDelay,
 			RetryMin: 10 * time.Millisecond, RetryMax: 200 * time.Millisecond},
 		Logger: log,

@@ -28,10 +28,10 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
+	"evofs/fusefs/control"
 	"evofs/fusefs/vfs"
 	"evofs/remote"
 	"evofs/remote/emulator"
-	"evofs/writeback"
 )
 
 // evofsProc is one evofs child process.
@@ -247,23 +247,23 @@ func runStatusCmd(t testing.TB, args ...string) string {
 }
 
 // statusJSON runs `evofs status --json mp` and decodes it.
-func statusJSON(t testing.TB, mp string) vfs.Status {
+func statusJSON(t testing.TB, mp string) control.Report {
 	t.Helper()
 	out := runStatusCmd(t, "--json", mp)
-	var st vfs.Status
+	var st control.Report
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("status --json is not a vfs.Status: %v\n%s", err, out)
+		t.Fatalf("status --json is not a status report: %v\n%s", err, out)
 	}
 	return st
 }
 
-func jobFor(st vfs.Status, path string) (writeback.JobStatus, bool) {
-	for _, j := range st.Jobs {
+func jobFor(st control.Report, path string) (control.FileReport, bool) {
+	for _, j := range st.Files {
 		if j.Path == path {
 			return j, true
 		}
 	}
-	return writeback.JobStatus{}, false
+	return control.FileReport{}, false
 }
 
 func xattrState(p string) (string, error) {
@@ -692,16 +692,16 @@ func TestProcessStatusShowsPending(t *testing.T) {
 			t.Fatalf("status output lacks %q:\n%s", s, out)
 		}
 	}
-	if strings.Contains(out, "nothing pending") || strings.Contains(out, "OFFLINE") {
+	if strings.Contains(out, "nothing pending") || strings.Contains(out, "offline") {
 		t.Fatalf("status output:\n%s", out)
 	}
 	st := statusJSON(t, mp)
-	if !st.Online || len(st.Jobs) != 2 {
-		t.Fatalf("status: online %v, %d jobs, want online with 2: %+v", st.Online, len(st.Jobs), st)
+	if !st.Online || len(st.Files) != 2 || st.Pending != 2 {
+		t.Fatalf("status: online %v, %d files, want online with 2: %+v", st.Online, len(st.Files), st)
 	}
 	for path, data := range map[string][]byte{"a.txt": a, "sub/b.bin": b} {
 		j, ok := jobFor(st, path)
-		if !ok || j.State != writeback.StatePending || j.Size != int64(len(data)) {
+		if !ok || j.State != "pending" || j.SizeBytes != int64(len(data)) {
 			t.Fatalf("job of %s: %+v (found %v), want pending of %d bytes", path, j, ok, len(data))
 		}
 		if s, err := xattrState(filepath.Join(mp, path)); err != nil || s != "pending" {
@@ -721,7 +721,7 @@ func TestProcessStatusShowsPending(t *testing.T) {
 	}
 	c := randomBytes(22, 64<<10)
 	writeIn(t, mp, "c.bin", c)
-	var j writeback.JobStatus
+	var j control.FileReport
 	if !eventually(t, 20*time.Second, func() bool {
 		var ok bool
 		j, ok = jobFor(statusJSON(t, mp), "c.bin")
@@ -749,7 +749,7 @@ func TestProcessStatusShowsPending(t *testing.T) {
 		t.Fatalf("still pending after the faults cleared:\n%s", runStatusCmd(t, mp))
 	}
 	waitServed(t, ts, "c.bin", c, 5*time.Second)
-	if st := statusJSON(t, mp); len(st.Jobs) != 0 || !st.Online {
+	if st := statusJSON(t, mp); len(st.Files) != 0 || !st.Done() || !st.Online {
 		t.Fatalf("status after drain: %+v", st)
 	}
 	if s, err := xattrState(filepath.Join(mp, "c.bin")); err != nil || s != "published" {

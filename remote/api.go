@@ -72,6 +72,8 @@ func New(cfg Config) (*Client, error) {
 		http:       cfg.HTTPClient,
 		noRedirect: &nr,
 		log:        cfg.Logger.WithField("component", "remote"),
+		upLimit:    newLimiter(cfg.UploadLimit),
+		downLimit:  newLimiter(cfg.DownloadLimit),
 	}
 	return c, nil
 }
@@ -198,7 +200,7 @@ func (c *Client) do(ctx context.Context, call apiCall) (*apiAnswer, error) {
 }
 
 func (c *Client) send(ctx context.Context, hc *http.Client, call apiCall, u *url.URL, tok string) (*apiAnswer, error) {
-	req, err := http.NewRequestWithContext(ctx, call.method, "", nil)
+	req, err := http.NewRequestWithContext(withOp(ctx, call.op), call.method, "", nil)
 	if err != nil {
 		return nil, err
 	}

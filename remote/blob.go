@@ -280,6 +280,7 @@ func (c *Client) upload(ctx context.Context, t Target, ticket *UploadTicket, con
 		ticket.Upload = nt.Upload
 		return nt.Upload, nil
 	}}
+	content = c.limitUpload(ctx, content)
 	prog := &progressCounter{fn: progress}
 	log := c.log.WithField("target", t.String()).WithField("version", ticket.VersionID).WithField("size", size)
 
@@ -416,6 +417,7 @@ func (c *Client) Download(ctx context.Context, b *Blob, w io.WriterAt, off, n in
 	if err != nil {
 		return err
 	}
+	w = c.limitDownload(ctx, w)
 	h := &urlHolder{c: c, bb: bb, renew: func(ctx context.Context) (string, error) {
 		u, err := c.downloadURL(ctx, b)
 		if err != nil {

@@ -49,6 +49,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
 )
 
 // Config configures a Client. Zero values take the documented defaults.
@@ -78,6 +79,13 @@ type Config struct {
 	// PollMin and PollMax are the poll backoff bounds. Default 100 ms doubling to 2 s.
 	PollMin, PollMax time.Duration
 
+	// UploadLimit and DownloadLimit cap blob transfer rates in bytes per
+	// second over all transfers of the client; 0 = unlimited (bwlimit.go).
+	UploadLimit, DownloadLimit int64
+
+	// OnRetry, if set, is called before each retry of op (observe.go).
+	OnRetry func(op string)
+
 	Logger *logrus.Entry
 }
 
@@ -94,4 +102,6 @@ type Client struct {
 	http       *http.Client // API calls and blob transfers
 	noRedirect *http.Client // same transport; never follows redirects (restore's 303)
 	log        *logrus.Entry
+	upLimit    *rate.Limiter // nil: unlimited
+	downLimit  *rate.Limiter // nil: unlimited
 }

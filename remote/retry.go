@@ -139,6 +139,9 @@ func (c *Client) retry(ctx context.Context, op string, try func(attempt int) err
 		if attempt >= p.MaxAttempts {
 			return err
 		}
+		if c.cfg.OnRetry != nil {
+			c.cfg.OnRetry(op)
+		}
 		d := p.backoff(attempt, retryAfterOf(err))
 		c.log.WithField("op", op).WithField("attempt", attempt).WithField("delay", d).Debugf("retrying: %v", err)
 		if !sleep(ctx, d) {

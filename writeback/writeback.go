@@ -549,3 +549,17 @@ func (q *Queue) Close() error {
 	})
 	return nil
 }
+
+// RetryNow makes every job waiting out a retry backoff due at once (the
+// caller saw the service answer again); failed jobs stay failed.
+func (q *Queue) RetryNow() {
+	q.mu.Lock()
+	now := time.Now()
+	for _, list := range q.keys {
+		if j := list[0]; !j.active && j.rec.Tries > 0 && j.rec.State != StateFailed && j.due.After(now) {
+			j.due = now
+		}
+	}
+	q.mu.Unlock()
+	q.nudge()
+}

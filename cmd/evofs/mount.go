@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +22,8 @@ import (
 
 	"evofs/cache"
 	"evofs/fusefs"
+	"evofs/fusefs/control"
+	"evofs/fusefs/metrics"
 	"evofs/fusefs/vfs"
 	"evofs/remote"
 	"evofs/remote/emulator"
@@ -53,6 +56,8 @@ type mountFlags struct {
 	logFile         string
 	umask           string
 	caFile          string
+	bwlimit         string
+	metricsAddr     string
 }
 
 // defineMountFlags declares the mount flags on fl (also used to know which
@@ -68,6 +73,8 @@ func defineMountFlags(fl *flag.FlagSet, m *mountFlags) {
 	fl.BoolVar(&m.daemon, "daemon", false, "run in the background; return once the mount is ready")
 	fl.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr")
 	fl.StringVar(&m.umask, "umask", "", "octal umask applied to file and folder modes (e.g. 027; files show 0644 and folders 0755 before it)")
+	fl.StringVar(&m.bwlimit, "bwlimit", "", "cap blob transfers in bytes/s, RATE or UP:DOWN (e.g. 10M or 1M:20M; K/M/G are powers of 1024)")
+	fl.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; off when empty)")
 	fl.StringVar(&m.cacheDir, "cache-dir", "", "cache directory (default: per org/workspace under the user's cache dir)")
 	fl.StringVar(&m.localData, "local-data", "", "data directory of the embedded local service (default: under the user's data dir)")
 	fl.StringVar(&m.logLevel, "log-level", "info", "log level (debug, info, warn, error)")
@@ -114,6 +121,9 @@ func parseMountFlags(args []string) (*mountFlags, string, error) {
 		if _, err := strconv.ParseUint(m.umask, 8, 32); err != nil {
 			return nil, "", fmt.Errorf("--umask %q is not an octal number", m.umask)
 		}
+	}
+	if _, _, err := parseBwlimit(m.bwlimit); err != nil {
+		return nil, "", err
 	}
 	return m, fl.Arg(0), nil
 }
@@ -194,7 +204,17 @@ func runMount(args []string) (err error) {
 	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
 		return err
 	}
-	client, err := remote.New(remote.Config{BaseURL: host, Org: org, Workspace: ws, Tokens: tokens, Logger: log.WithField("component", "remote")})
+	upLimit, downLimit, _ := parseBwlimit(mf.bwlimit) // validated when parsed
+	rcfg := remote.Config{BaseURL: host, Org: org, Workspace: ws, Tokens: tokens,
+		UploadLimit: upLimit, DownloadLimit: downLimit, Logger: log.WithField("component", "remote")}
+	var met *metrics.Metrics
+	if mf.metricsAddr != "" {
+		met = metrics.New()
+		rcfg.HTTPClient = &http.Client{Transport: met.Transport(remote.NewTransport(8))}
+		rcfg.OnRetry = met.OnRetry
+		met.Tokens(tokens)
+	}
+	client, err := remote.New(rcfg)
 	if err != nil {
 		return err
 	}
@@ -204,7 +224,9 @@ func runMount(args []string) (err error) {
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)
 		_, perr := client.List(pctx, remote.ListOptions{Limit: 1})
 		cancel()
-		if perr != nil {
+		if _, serr := os.Stat(filepath.Join(cacheDir, "listing.json")); perr != nil && remote.Retryable(perr) && serr == nil {
+			log.WithError(perr).Warn("the service is unreachable: starting offline from the last listing known")
+		} else if perr != nil {
 			return explainLookup(perr, "the hub "+remote.RedactURL(host))
 		}
 	}
@@ -222,7 +244,7 @@ func runMount(args []string) (err error) {
 	core, err := vfs.New(vfs.Config{
 		UID: uint32(mf.uid), GID: uint32(mf.gid), ReadOnly: readOnly,
 		PollInterval: mf.pollInterval, LocalPatterns: patterns, MaxDirRenameBytes: mf.maxDirRename,
-		SyncClose: mf.syncClose, Umask: uint32(umask),
+		SyncClose: mf.syncClose, Umask: uint32(umask), ListingFile: filepath.Join(cacheDir, "listing.json"), ControlSocket: filepath.Join(cacheDir, control.SocketName),
 		Writeback: writeback.Config{Dir: filepath.Join(cacheDir, "journal"), Delay: mf.writeBackDelay, Transfers: mf.transfers,
 			Logger: log.WithField("component", "writeback")},
 		Logger: log.WithField("component", "vfs"),
@@ -234,10 +256,32 @@ func runMount(args []string) (err error) {
 		core.Close()
 		return err
 	}
-	server, err := fusefs.Mount(mountpoint, core, fusefs.Options{
+	absMnt, _ := filepath.Abs(mountpoint)
+	if met != nil {
+		met.Queue(core.Queue().Status)
+		met.Cache(c.Usage)
+		addr, stopMetrics, err := met.Serve(mf.metricsAddr)
+		if err != nil {
+			core.Close()
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer stopMetrics()
+		log.WithField("url", "http://"+addr.String()+"/metrics").Info("serving metrics")
+	}
+	ctl, err := control.Listen(filepath.Join(cacheDir, control.SocketName), absMnt, core, log.WithField("component", "control"))
+	if err != nil {
+		core.Close()
+		return err
+	}
+	defer ctl.Close()
+	fo := fusefs.Options{
 		AttrTimeout: mf.attrTTL, EntryTimeout: mf.entryTT, AllowOther: mf.allowOther, Debug: mf.debugFuse,
 		Logger: log.WithField("component", "fuse"),
-	})
+	}
+	if met != nil {
+		fo.Observe = met.Fuse()
+	}
+	server, err := fusefs.Mount(mountpoint, core, fo)
 	if err != nil {
 		core.Close()
 		return err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -15,70 +14,106 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"evofs/fusefs/vfs"
+	"evofs/fusefs/control"
 )
 
-// runStatus prints a mount's pending publishes and cache usage. It reads the
-// root's user.evofs.status attribute, so it needs no socket or daemon API.
-// On a terminal it redraws with progress bars until nothing is pending.
+// runStatus prints a mount's pending publishes and cache usage, read from
+// its control socket (found through the root's user.evofs.control
+// attribute). On a terminal it redraws until nothing is pending. With
+// --wait its exit code says how the wait ended (control.Outcome).
 func runStatus(args []string) error {
 	fl := flag.NewFlagSet("status", flag.ExitOnError)
-	asJSON := fl.Bool("json", false, "print JSON")
+	asJSON := fl.Bool("json", false, "print JSON (schema in the README)")
 	once := fl.Bool("once", false, "print once even on a terminal")
+	wait := fl.Bool("wait", false, "wait until every file is published; exit 0 published, 1 a publish failed, 2 timed out, 3 mount or service unreachable")
+	timeout := fl.Duration("timeout", 0, "with --wait: give up after this long (0: never)")
 	fl.Parse(args)
 	if fl.NArg() != 1 {
-		return fmt.Errorf("usage: evofs status [--json] [--once] MOUNTPOINT")
+		return fmt.Errorf("usage: evofs status [--json] [--once] [--wait [--timeout D]] MOUNTPOINT")
 	}
-	mnt := fl.Arg(0)
-	if *asJSON {
-		raw, _, err := readStatus(mnt)
+	code, err := status(fl.Arg(0), *asJSON, *once, *wait, *timeout)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "evofs: %v\n", err)
+	}
+	if code != 0 || err != nil {
+		os.Exit(max(code, 1))
+	}
+	return nil
+}
+
+// status runs the status command; the code is the exit code.
+func status(mnt string, asJSON, once, wait bool, timeout time.Duration) (int, error) {
+	sock, err := control.Locate(mnt)
+	if err != nil {
+		return int(control.Unreachable), err
+	}
+	c := control.NewClient(sock)
+	defer c.CloseIdle()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if wait {
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		o, r, err := c.Wait(ctx, 250*time.Millisecond)
+		switch o {
+		case control.Published:
+			return 0, nil
+		case control.Failed:
+			return int(o), fmt.Errorf("%d file(s) failed to publish; 'evofs status %s' lists them", r.Failed, mnt)
+		case control.TimedOut:
+			return int(o), fmt.Errorf("timed out with files still to publish")
+		}
+		if r != nil {
+			return int(o), fmt.Errorf("offline (%s): %d file(s) wait to be published", r.OfflineReason, r.Pending+r.Uploading)
+		}
+		return int(o), err
+	}
+	fetch := func() (*control.Report, []byte, error) {
+		r, raw, err := c.Status(ctx, true)
 		if err != nil {
-			return err
+			return nil, nil, fmt.Errorf("%s: %w", mnt, err)
+		}
+		return r, raw, nil
+	}
+	if asJSON {
+		_, raw, err := fetch()
+		if err != nil {
+			return int(control.Unreachable), err
 		}
 		os.Stdout.Write(raw)
 		fmt.Println()
-		return nil
+		return 0, nil
 	}
-	if *once || !isTerminal(os.Stdout) {
-		_, st, err := readStatus(mnt)
+	if once || !isTerminal(os.Stdout) {
+		r, _, err := fetch()
 		if err != nil {
-			return err
+			return int(control.Unreachable), err
 		}
-		return printStatus(os.Stdout, st, false)
+		return 0, printStatus(os.Stdout, r, false)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
-		_, st, err := readStatus(mnt)
+		r, _, err := fetch()
 		if err != nil {
-			return err
+			if ctx.Err() != nil {
+				return 0, nil
+			}
+			return int(control.Unreachable), err
 		}
 		fmt.Print("\033[H\033[2J")
-		if err := printStatus(os.Stdout, st, true); err != nil || len(st.Jobs) == 0 {
-			return err
+		if err := printStatus(os.Stdout, r, true); err != nil || r.Done() {
+			return 0, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return 0, nil
 		case <-t.C:
 		}
 	}
-}
-
-// readStatus reads a mount's status from its root's xattr.
-func readStatus(mnt string) ([]byte, *vfs.Status, error) {
-	buf := make([]byte, 1<<20)
-	n, err := unix.Getxattr(mnt, vfs.XattrStatus, buf)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s is not an evofs mount (or is not responding): %w", mnt, err)
-	}
-	var st vfs.Status
-	if err := json.Unmarshal(buf[:n], &st); err != nil {
-		return nil, nil, err
-	}
-	return buf[:n], &st, nil
 }
 
 func isTerminal(f *os.File) bool {
@@ -87,22 +122,23 @@ func isTerminal(f *os.File) bool {
 }
 
 // printStatus prints st as a table; bars adds progress bars.
-func printStatus(out io.Writer, st *vfs.Status, bars bool) error {
+func printStatus(out io.Writer, st *control.Report, bars bool) error {
 	if !st.Online {
-		fmt.Fprintf(out, "OFFLINE: %s\n", st.LastError)
+		fmt.Fprintf(out, "offline: %s\n", st.OfflineReason)
 	}
 	fmt.Fprintf(out, "cache: %d MiB of %d MiB, %d entries; staging %d MiB\n",
-		st.Cache.Bytes>>20, st.Cache.MaxBytes>>20, st.Cache.Entries, st.Cache.Staging>>20)
-	if len(st.Jobs) == 0 {
+		st.Cache.UsedBytes>>20, st.Cache.MaxBytes>>20, st.Cache.Entries, st.Cache.StagingBytes>>20)
+	fmt.Fprintf(out, "%d pending, %d uploading, %d failed, %s to publish\n", st.Pending, st.Uploading, st.Failed, human(st.UnpublishedBytes))
+	if len(st.Files) == 0 {
 		fmt.Fprintln(out, "nothing pending: every closed file is published")
 		return nil
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "STATE\tPROGRESS\tTRIES\tPATH\tLAST ERROR")
-	for _, j := range st.Jobs {
-		p := progress(j.Done, j.Size)
+	for _, j := range st.Files {
+		p := progress(j.UploadedBytes, j.SizeBytes)
 		if bars {
-			p = bar(j.Done, j.Size) + " " + p
+			p = bar(j.UploadedBytes, j.SizeBytes) + " " + p
 		}
 		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", j.State, p, j.Tries, j.Path, j.LastError)
 	}

@@ -85,6 +85,12 @@ type Config struct {
 	// FullRelistInterval is a backstop: the whole listing is fetched again
 	// this often (default 1 h); every other poll asks only for changes.
 	FullRelistInterval time.Duration
+	// ListingFile keeps the last listing known, for a start while the
+	// service is unreachable ("" = none: such a start fails).
+	ListingFile string
+	// ControlSocket is the path of the mount's control socket, named by the
+	// root's XattrControl so that a client finds it from the mountpoint.
+	ControlSocket string
 	// Writeback configures the publish queue; OnPublished is set by the core.
 	Writeback writeback.Config
 	Logger    *logrus.Entry
@@ -132,6 +138,8 @@ type FS struct {
 	pollWG sync.WaitGroup
 	kick   chan struct{} // asks the poller for an immediate refresh
 
+	saveMu sync.Mutex // serialises saveListing's writes; taken before mu
+
 	notifyMu sync.RWMutex
 	notify   Notifier
 
@@ -144,6 +152,8 @@ type FS struct {
 	parked  map[*Node]struct{}  // nodes that may sit under a local-only name away from their file (pruned lazily)
 	gen     uint64              // bumped on each local namespace or content change
 	pollErr string              // why the last listing failed ("" = online)
+	listGen uint64              // bumped on each change of remote identity in the tree
+	saved   uint64              // listGen at the last saveListing (0: never saved)
 
 	modMark time.Time // newest modified_at seen
 	delMark time.Time // newest deleted_at seen (or the mount's start)
@@ -237,8 +247,17 @@ func (f *FS) Start(ctx context.Context) error {
 	f.delMark = time.Now().Add(-f.cfg.PollOverlap)
 	f.lastFull = time.Now()
 	files, err := f.client.ListAll(ctx, remote.ListOptions{})
+	online := err == nil
 	if err != nil {
-		return fmt.Errorf("listing the workspace: %w", err)
+		saved, at, lerr := f.loadListing()
+		if !remote.Retryable(err) || lerr != nil {
+			return fmt.Errorf("listing the workspace: %w", err)
+		}
+		// Offline: the last listing known; the first poll that answers
+		// lists everything again (lastFull is zero).
+		files, f.lastFull = saved, time.Time{}
+		f.pollErr = "unreachable since the mount started: " + err.Error()
+		f.log.WithError(err).WithField("listing_saved", at).Warn("the service is unreachable: serving the last listing known; cached files stay readable, writes queue up")
 	}
 	for i := range files {
 		f.insertRemoteLocked(&files[i])
@@ -255,6 +274,9 @@ func (f *FS) Start(ctx context.Context) error {
 	} else if n > 0 {
 		f.log.WithField("count", n).Info("removed staging files of writes never closed before the last stop")
 	}
+	if online {
+		go f.saveListing() // waits for mu, which Start holds
+	}
 	if f.cfg.PollInterval > 0 {
 		f.pollWG.Add(1)
 		go f.pollLoop()
@@ -266,6 +288,12 @@ func (f *FS) Start(ctx context.Context) error {
 func (f *FS) Close() error {
 	f.cancel()
 	f.pollWG.Wait()
+	f.mu.Lock()
+	online := f.pollErr == ""
+	f.mu.Unlock()
+	if online {
+		f.saveListing()
+	}
 	return f.queue.Close()
 }
 

@@ -1,7 +1,6 @@
 package vfs
 
 import (
-	"encoding/json"
 	"strings"
 	"syscall"
 	"testing"
@@ -238,11 +237,10 @@ func TestXattrs(t *testing.T) {
 	if x[XattrState] != "pending" || x[XattrFileID] != "" {
 		t.Fatalf("pending xattrs %v", x)
 	}
-	var st Status
-	if err := json.Unmarshal([]byte(e.core.Xattrs(e.core.Root())[XattrStatus]), &st); err != nil {
-		t.Fatal(err)
+	if x := e.core.Xattrs(e.core.Root()); len(x) != 0 {
+		t.Fatalf("root xattrs without a control socket: %v", x)
 	}
-	if !st.Online || len(st.Jobs) != 1 || st.Jobs[0].Path != "f" {
+	if st := e.core.Status(); !st.Online || len(st.Jobs) != 1 || st.Jobs[0].Path != "f" {
 		t.Fatalf("status %+v", st)
 	}
 	e.drain()

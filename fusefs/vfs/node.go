@@ -1,7 +1,6 @@
 package vfs
 
 import (
-	"encoding/json"
 	"os"
 	"sort"
 	"strings"
@@ -239,10 +238,12 @@ const (
 	XattrFileID    = "user.evofs.file_id"
 	XattrVersionID = "user.evofs.version_id"
 	XattrState     = "user.evofs.state"
-	XattrStatus    = "user.evofs.status" // on the root: the mount's Status as JSON
+	// XattrControl, on the root only, names the mount's control socket
+	// (fusefs/control), which serves its status; absent without one.
+	XattrControl = "user.evofs.control"
 )
 
-// Status is what `evofs status` shows.
+// Status is the mount's state as the control socket reports it.
 type Status struct {
 	// Online is false while the service cannot be reached (the last
 	// listing failed); cached files stay readable and writes queue up.
@@ -252,14 +253,23 @@ type Status struct {
 	Cache     cache.Usage           `json:"cache"`
 }
 
+// Status reports reachability, pending publishes and cache usage.
+func (f *FS) Status() Status {
+	f.mu.Lock()
+	online, why := f.pollErr == "", f.pollErr
+	f.mu.Unlock()
+	return Status{Online: online, LastError: why, Jobs: f.queue.Status(), Cache: f.cache.Usage()}
+}
+
 // Xattrs returns the node's extended attributes.
 func (f *FS) Xattrs(n *Node) map[string]string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if n == f.root {
-		st := Status{Online: f.pollErr == "", LastError: f.pollErr, Jobs: f.queue.Status(), Cache: f.cache.Usage()}
-		b, _ := json.Marshal(st)
-		return map[string]string{XattrStatus: string(b)}
+		if f.cfg.ControlSocket == "" {
+			return nil
+		}
+		return map[string]string{XattrControl: f.cfg.ControlSocket}
 	}
 	if n.dir {
 		return nil

@@ -63,6 +63,7 @@ func (f *FS) insertRemoteLocked(m *remote.FileMeta) *Node {
 
 // setRemoteLocked makes n describe the clean remote version m.
 func (f *FS) setRemoteLocked(n *Node, m *remote.FileMeta) {
+	f.listGen++
 	if n.fileID != m.FileID && n.fileID != uuid.Nil && f.byID[n.fileID] == n {
 		delete(f.byID, n.fileID)
 	}
@@ -188,6 +189,7 @@ func (f *FS) onPublished(r writeback.Result) {
 	}
 	n.fileID = r.Meta.FileID
 	f.byID[n.fileID] = n
+	f.listGen++
 	n.version = r.Meta.VersionID
 	n.remotePath = r.Meta.FullPath()
 	n.etag = r.Meta.ETag
@@ -279,6 +281,10 @@ func (f *FS) pollLoop() {
 			f.log.WithError(err).Warn("the service is unreachable: cached files stay readable, writes queue up")
 		case err == nil && !wasOnline:
 			f.log.Info("the service is reachable again")
+			f.queue.RetryNow()
+		}
+		if err == nil {
+			f.saveListing()
 		}
 	}
 }
@@ -333,6 +339,7 @@ func (f *FS) removeRemoteLocked(n *Node, startGen uint64) {
 		return
 	}
 	parent := n.parent
+	f.listGen++
 	f.detachLocked(n)
 	f.forgetLocked(n)
 	if parent != nil {
