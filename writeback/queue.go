@@ -24,6 +24,7 @@ type job struct {
 	due       time.Time // when it may (re)start
 	active    bool      // a worker owns it
 	cancelled bool      // Cancel called while active
+	adopted   bool      // OnPublished took the published file over
 	cancel    context.CancelFunc
 	done      int64 // bytes uploaded by the current attempt
 	err       error // last failure (rec.LastError is its text)

@@ -317,8 +317,10 @@ func (q *Queue) finish(ctx context.Context, j *job, res Result) error {
 			}
 		}
 	}
-	if q.cfg.OnPublished != nil {
-		q.cfg.OnPublished(res)
+	if q.cfg.OnPublished != nil && q.cfg.OnPublished(res) {
+		q.mu.Lock()
+		j.adopted = true
+		q.mu.Unlock()
 	}
 	if id := res.Job.DeleteAfter; id != uuid.Nil && q.stillToDelete(ctx, res, log) {
 		if err := q.retry(ctx, func() error { return q.pub.DeleteByID(ctx, id) }); err != nil {
@@ -513,11 +515,15 @@ func (q *Queue) settle(j *job, res Result, err error) {
 
 // undoCancelled runs after Cancel stopped j. If j may have created a file
 // (it published by path and registered a version), that file is deleted when
-// our version is all it has: best effort, logged. err is the attempt's error.
+// our version is all it has and OnPublished did not adopt it: best effort,
+// logged. err is the attempt's error.
 func (q *Queue) undoCancelled(j *job, err error) {
 	q.mu.Lock()
-	rec := j.rec
+	rec, adopted := j.rec, j.adopted
 	q.mu.Unlock()
+	if adopted {
+		return // the file is shown by a live node now: the caller owns it
+	}
 	if rec.Ticket == nil || rec.Target == nil || rec.Target.FileID != uuid.Nil {
 		return
 	}

@@ -147,8 +147,11 @@ type Config struct {
 	Cache *cache.Cache
 	// OnPublished is called from a worker after each successful publish,
 	// before the staging file is removed, without any queue lock held. It may
-	// call any Queue method except Close.
-	OnPublished func(Result)
+	// call any Queue method except Close. It reports whether the caller
+	// adopted the published file (a live file now shows it): a Cancel that
+	// comes after that leaves the file alone, since its identity is the
+	// caller's to keep or delete (a rename over it keeps it).
+	OnPublished func(Result) (adopted bool)
 	Logger      *logrus.Entry
 }
 

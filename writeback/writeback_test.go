@@ -72,10 +72,11 @@ func (e *env) config() Config {
 		Dir:      e.dir,
 		RetryMin: 10 * time.Millisecond,
 		RetryMax: 100 * time.Millisecond,
-		OnPublished: func(r Result) {
+		OnPublished: func(r Result) bool {
 			e.mu.Lock()
 			e.published = append(e.published, r)
 			e.mu.Unlock()
+			return true
 		},
 	}
 }
@@ -756,6 +757,41 @@ func TestCancelInFlightDeletesCreatedFile(t *testing.T) {
 	}
 	if exists(stg) || len(e.journal()) != 0 {
 		t.Fatalf("left behind: staging %v journal %v", exists(stg), e.journal())
+	}
+}
+
+// A Cancel that comes after OnPublished adopted the file (a rename over it
+// took its identity) leaves the file alone; one that comes after a refusal
+// (the file was deleted locally meanwhile) deletes what the publish created.
+func TestCancelAfterOnPublishedRespectsAdoption(t *testing.T) {
+	for _, adopt := range []bool{true, false} {
+		t.Run(fmt.Sprintf("adopted=%v", adopt), func(t *testing.T) {
+			e := newEnv(t, emulator.Options{}, nil)
+			var q *Queue
+			cfg := e.config()
+			cfg.OnPublished = func(r Result) bool {
+				q.Cancel(r.Job.Key) // what a rename over the file, or an unlink, does
+				return adopt
+			}
+			q = e.open(cfg)
+			data := []byte("published, then cancelled")
+			if err := q.Enqueue(Job{Key: "k", Path: "adopt.txt", Staging: e.stage(data)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Wait(ctxT(t, 20*time.Second), "k"); err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Drain(ctxT(t, 20*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			_, _, _, err := e.ts.ReadFile(e.ts.Org, e.ts.Workspace, "adopt.txt")
+			if adopt && err != nil {
+				t.Fatalf("adopted file deleted by a later Cancel: %v", err)
+			}
+			if !adopt && err == nil {
+				t.Fatal("file of a publish nobody adopted survived its Cancel")
+			}
+		})
 	}
 }
 

@@ -132,8 +132,9 @@ func (f *FS) overlayJobLocked(st writeback.JobStatus) {
 	f.log.WithField("path", st.Path).Info("resuming pending publish")
 }
 
-// onPublished is writeback's completion callback.
-func (f *FS) onPublished(r writeback.Result) {
+// onPublished is writeback's completion callback. It reports whether a live
+// node now shows the published file (writeback then never undoes it).
+func (f *FS) onPublished(r writeback.Result) (adopted bool) {
 	f.mu.Lock()
 	n := f.byKey[r.Job.Key]
 	f.mu.Unlock()
@@ -145,7 +146,7 @@ func (f *FS) onPublished(r writeback.Result) {
 	}
 	if n == nil {
 		f.kickPoll()
-		return
+		return false
 	}
 	var theirs *remote.FileMeta
 	if r.ConflictPath != "" {
@@ -160,7 +161,7 @@ func (f *FS) onPublished(r writeback.Result) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if n.removed {
-		return
+		return false
 	}
 	f.gen++
 	n.touched = f.gen
@@ -182,7 +183,7 @@ func (f *FS) onPublished(r writeback.Result) {
 			}
 		}
 		f.kickPoll()
-		return
+		return true // the conflict copy holds our bytes: never undo it
 	}
 	if n.fileID != r.Meta.FileID && n.fileID != uuid.Nil && f.byID[n.fileID] == n {
 		delete(f.byID, n.fileID)
@@ -207,6 +208,7 @@ func (f *FS) onPublished(r writeback.Result) {
 	f.dropCleanLocalLocked(n) // an unmodified copy of what was just published
 	n.localVer = r.Meta.VersionID
 	n.openVer = n.version // the kernel's pages already hold these bytes
+	return true
 }
 
 // keepPrivateCopyLocked replaces n's published staging file by an unqueued,
