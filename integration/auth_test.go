@@ -290,8 +290,8 @@ func loginCLI(t *testing.T, env []string, ims *emulator.TestIMS, extra ...string
 
 func unmountDir(t *testing.T, dir string) {
 	t.Helper()
-	if !eventually(t, 20*time.Second, func() bool { return syscall.Unmount(dir, 0) == nil || !isMountedAt(dir) }) {
-		syscall.Unmount(dir, syscall.MNT_DETACH)
+	if !eventually(t, 20*time.Second, func() bool { return umount(dir, false) == nil || !isMountedAt(dir) }) {
+		detach(dir)
 		t.Errorf("could not unmount %s", dir)
 	}
 }
@@ -354,7 +354,7 @@ func TestAuthLoginDiscoveryProfileDaemon(t *testing.T) {
 	os.WriteFile(cfg, []byte(fmt.Sprintf("# test profiles\n[work]\norg = Beta Geo\nworkspace = drillholes\ncache-dir = %s\nlog-file = %s\nlog-level = debug\npoll-interval = 1s\nwrite-back-delay = 100ms\n",
 		t.TempDir(), logFile)), 0o600)
 	mp := t.TempDir()
-	t.Cleanup(func() { syscall.Unmount(mp, syscall.MNT_DETACH) })
+	t.Cleanup(func() { detach(mp) })
 	code, _, errOut = authRun(t, env, "mount", "--profile", "work", "--daemon", mp)
 	if code != 0 {
 		t.Fatalf("mount --daemon exited %d: %s", code, errOut)
@@ -417,7 +417,7 @@ func TestAuthClientCredentialsViewerReadOnly(t *testing.T) {
 	mp := t.TempDir()
 	p := authStart(t, env, "mount", "--issuer", ims.URL, "--discovery-url", ims.URL, "--client-id", "svc-viewer",
 		"--client-secret-file", secretFile, "--workspace", "Survey Data", "--cache-dir", t.TempDir(), "--poll-interval", "300ms", mp)
-	t.Cleanup(func() { syscall.Unmount(mp, syscall.MNT_DETACH) })
+	t.Cleanup(func() { detach(mp) })
 	if !eventually(t, 30*time.Second, func() bool { return isMountedAt(mp) || p.cmd.ProcessState != nil }) || !isMountedAt(mp) {
 		t.Fatalf("not mounted: %s", p.stderr.String())
 	}
@@ -463,6 +463,8 @@ func TestAuthErrorsAreOneSentence(t *testing.T) {
 	authBinary(t) // built once for the subtests
 	base := []string{"--issuer", ims.URL, "--discovery-url", ims.URL, "--log-level", "error"}
 	mp := t.TempDir()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("not-a-valid-token\n"), 0o600)
 	cases := []struct {
 		name string
 		env  []string
@@ -475,7 +477,13 @@ func TestAuthErrorsAreOneSentence(t *testing.T) {
 		{"wrong client id", []string{"EVO_CLIENT_SECRET=x"}, []string{"--client-id", "nobody", "--workspace", "Survey Data"}, "client id (or client secret)"},
 		{"unreachable discovery", []string{"EVO_CLIENT_SECRET=svc-secret"}, []string{"--client-id", "svc", "--discovery-url", "http://127.0.0.1:1", "--workspace", "Survey Data"}, "cannot reach Evo Discovery"},
 		{"revoked login", nil, []string{"--workspace", "Survey Data"}, "expired or was revoked"},
-		{"not signed in with host", nil, []string{"--login-file", filepath.Join(cfgHome, "none.json"), "--host", ts.URL, "--org", ts.Org.String(), "--workspace", ts.Workspace.String()}, "not signed in"},
+		{"not signed in with host", nil, []string{"--login-file", filepath.Join(cfgHome, "none.json"), "--host", ts.URL, "--org", ts.Org.String(), "--workspace", ts.Workspace.String()}, "needs credentials and none were found: run 'evofs login"},
+		// Never the embedded local service in place of a named workspace.
+		{"named workspace not signed in", nil, []string{"--login-file", filepath.Join(cfgHome, "none.json"), "--org", "Acme Mining", "--workspace", "Drillholes"}, `workspace "Drillholes" needs credentials`},
+		{"nothing named not signed in", nil, []string{"--login-file", filepath.Join(cfgHome, "none.json")}, "pass --local for the embedded local workspace"},
+		{"local with a workspace", nil, []string{"--local", "--workspace", "Drillholes"}, "--local mounts the embedded local workspace"},
+		{"wrong EVO_TOKEN", []string{"EVO_TOKEN=wrong"}, []string{"--host", ts.URL, "--org", ts.Org.String(), "--workspace", ts.Workspace.String()}, "the token came from $EVO_TOKEN"},
+		{"wrong token file", nil, []string{"--token-file", tokenFile, "--host", ts.URL, "--org", ts.Org.String(), "--workspace", ts.Workspace.String()}, "the token came from --token-file " + tokenFile},
 	}
 	// A login whose refresh token the issuer does not know (consent revoked).
 	remote.SaveLogin(filepath.Join(cfgHome, "evofs", "login.json"), &remote.LoginRecord{Issuer: ims.URL, ClientID: "native", RefreshToken: "revoked"})

@@ -65,15 +65,31 @@ func childEnv(t testing.TB, env ...string) []string {
 	return append(out, env...)
 }
 
-// startEvofs starts `evofs args...` in childEnv(env). Cleanup kills it if it
-// still runs, detaches its mount and, on failure, logs its output.
+// startEvofs starts `evofs args...` in childEnv(env) (see start).
 func startEvofs(t testing.TB, name string, env []string, args ...string) *evofsProc {
+	t.Helper()
+	p := newEvofsProc(t, name, env, args...)
+	p.start()
+	return p
+}
+
+// newEvofsProc prepares `evofs args...` without starting it (p.start), so
+// that a test can change where its output goes.
+func newEvofsProc(t testing.TB, name string, env []string, args ...string) *evofsProc {
 	t.Helper()
 	bin := evofsBinary(t)
 	p := &evofsProc{t: t, name: name, stdout: &syncWriter{}, stderr: &syncWriter{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = childEnv(t, env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	return p
+}
+
+// start starts a prepared process; cleanup kills it if it still runs,
+// detaches its mount and, on failure, logs its output.
+func (p *evofsProc) start() {
+	t, name := p.t, p.name
+	t.Helper()
 	// Die with the test binary rather than leave a daemon serving a temp dir.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -100,7 +116,6 @@ func startEvofs(t testing.TB, name string, env []string, args ...string) *evofsP
 				tail(p.stdout.String(), 4000), tail(p.stderr.String(), 12000))
 		}
 	})
-	return p
 }
 
 func (p *evofsProc) exited() bool {
@@ -174,7 +189,27 @@ func (p *evofsProc) detachDead() {
 }
 
 // detach lazily unmounts dir; errors (not mounted) are ignored.
-func detach(dir string) { syscall.Unmount(dir, syscall.MNT_DETACH) }
+func detach(dir string) { umount(dir, true) }
+
+// umount unmounts dir (lazily: detached now, gone once unused) the way its
+// user may: umount2 as root, fusermount3 -u otherwise.
+func umount(dir string, lazy bool) error {
+	if os.Geteuid() == 0 {
+		flags := 0
+		if lazy {
+			flags = syscall.MNT_DETACH
+		}
+		return syscall.Unmount(dir, flags)
+	}
+	args := []string{"-u", "-q"}
+	if lazy {
+		args = append(args, "-z")
+	}
+	if out, err := exec.Command("fusermount3", append(args, dir)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("fusermount3 %v: %v: %s", args, err, out)
+	}
+	return nil
+}
 
 // isMounted reports whether dir is a mount point of this mount namespace.
 func isMounted(dir string) bool {
@@ -349,7 +384,7 @@ func TestProcessSigtermAndUmountPublishPending(t *testing.T) {
 	writeIn(t, mp, "a.txt", files["a.txt"])
 	writeIn(t, mp, "f.bin", files["f.bin"])
 	mustNotBeServed(t, ts, "f.bin")
-	if !eventually(t, 10*time.Second, func() bool { return syscall.Unmount(mp, 0) == nil }) {
+	if !eventually(t, 10*time.Second, func() bool { return umount(mp, false) == nil }) {
 		t.Fatalf("umount %s kept failing", mp)
 	}
 	p2.expectCleanExit(60 * time.Second)
@@ -388,7 +423,7 @@ func TestProcessKill9WhileReopened(t *testing.T) {
 
 	p = mountEvofs(t, "mount(after kill)", ts, mp, cacheDir, "--write-back-delay", "1h")
 	waitServed(t, ts, "notes.txt", append(first, more...), 30*time.Second)
-	if !eventually(t, 10*time.Second, func() bool { return syscall.Unmount(mp, 0) == nil }) {
+	if !eventually(t, 10*time.Second, func() bool { return umount(mp, false) == nil }) {
 		t.Fatalf("umount %s kept failing", mp)
 	}
 	p.expectCleanExit(60 * time.Second)
@@ -766,7 +801,7 @@ func TestProcessEmbeddedLocalService(t *testing.T) {
 	mp, data, cacheDir := t.TempDir(), t.TempDir(), t.TempDir()
 	files := map[string][]byte{"hello.txt": []byte("hello, local evo\n"), "models/grid.bin": randomBytes(31, 5<<20+3)}
 	start := func(name, cache string) *evofsProc {
-		p := startEvofs(t, name, nil, "mount", "--local-data", data, "--cache-dir", cache, "--poll-interval", "1s", mp)
+		p := startEvofs(t, name, nil, "mount", "--local", "--local-data", data, "--cache-dir", cache, "--poll-interval", "1s", mp)
 		p.mountpoint = mp
 		p.waitMounted()
 		return p

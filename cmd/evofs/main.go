@@ -13,6 +13,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -67,7 +68,7 @@ Run "evofs <command> -h" for the flags of a command.
 // newLogger returns a logrus entry at the named level, writing to stderr.
 func newLogger(level string) (*logrus.Entry, error) {
 	l := logrus.New()
-	l.SetOutput(os.Stderr)
+	l.SetOutput(dropFailedWrites{os.Stderr})
 	lv, err := logrus.ParseLevel(strings.ToLower(level))
 	if err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
@@ -75,4 +76,14 @@ func newLogger(level string) (*logrus.Entry, error) {
 	l.SetLevel(lv)
 	l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
 	return logrus.NewEntry(l), nil
+}
+
+// dropFailedWrites reports every write as done: a log line that cannot be
+// written (stderr on a pipe whose reader is gone) is dropped rather than
+// turned into an error logrus would report on the same stderr.
+type dropFailedWrites struct{ w io.Writer }
+
+func (d dropFailedWrites) Write(p []byte) (int, error) {
+	d.w.Write(p)
+	return len(p), nil
 }

@@ -53,6 +53,7 @@ type mountFlags struct {
 	signin          signinFlags
 	profile, config string
 	local, daemon   bool
+	allowNonEmpty   bool
 	logFile         string
 	umask           string
 	caFile          string
@@ -69,7 +70,8 @@ func defineMountFlags(fl *flag.FlagSet, m *mountFlags) {
 	m.signin.register(fl)
 	fl.StringVar(&m.profile, "profile", "", "take defaults for these flags from this profile of the profiles file")
 	fl.StringVar(&m.config, "config", "", "profiles file (default: $"+envConfig+" or evofs/config under the user's config dir)")
-	fl.BoolVar(&m.local, "local", false, "use the embedded local service even when signed in")
+	fl.BoolVar(&m.local, "local", false, "mount the embedded local workspace (no account needed; its files live under --local-data)")
+	fl.BoolVar(&m.allowNonEmpty, "allow-non-empty", false, "mount over a folder that holds files (they are hidden until unmounted)")
 	fl.BoolVar(&m.daemon, "daemon", false, "run in the background; return once the mount is ready")
 	fl.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr")
 	fl.StringVar(&m.umask, "umask", "", "octal umask applied to file and folder modes (e.g. 027; files show 0644 and folders 0755 before it)")
@@ -152,8 +154,16 @@ func runMount(args []string) (err error) {
 	if mf.umask != "" {
 		umask, _ = strconv.ParseUint(mf.umask, 8, 32) // validated when parsed
 	}
+	// A closed stderr pipe (`evofs mount ... | tee log`, then Ctrl-C) must
+	// not kill the mount before it has unmounted and published: writes to
+	// it fail quietly instead (see newLogger).
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	absMnt, err := checkMountpoint(mountpoint, mf.allowNonEmpty)
+	if err != nil {
+		return err
+	}
 
 	// Until the mount is up a refused sign-in is reported once, as the
 	// command's error; afterwards the sign-in component logs it.
@@ -162,14 +172,16 @@ func runMount(args []string) (err error) {
 	if err != nil {
 		return err
 	}
-	// Discovery when signed in (or ids/names given with a token) and no
-	// --host; the embedded local service otherwise.
-	useEmbedded := mf.local || (mf.host == "" && !creds.signedIn() &&
-		!(creds.kind == "env" && (mf.org != "" || mf.workspace != "")))
+	// The embedded local service only when asked for; anything else needs
+	// credentials, so that a missing sign-in never mounts the wrong place.
+	useEmbedded := mf.local
 	host, org, ws, tokens := mf.host, uuid.Nil, uuid.Nil, remote.TokenSource(nil)
 	readOnly, roleNote := mf.readOnly, ""
 	if useEmbedded {
-		local, err := startEmbedded(mf, log)
+		if mf.host != "" || mf.org != "" || mf.workspace != "" {
+			return errors.New("--local mounts the embedded local workspace: it takes no --host, --org or --workspace")
+		}
+		local, err := startEmbedded(mf, absMnt, log)
 		if err != nil {
 			return err
 		}
@@ -177,7 +189,7 @@ func runMount(args []string) (err error) {
 		host, org, ws, tokens = local.url, localOrg, localWorkspace, remote.StaticToken(local.token)
 	} else {
 		if creds.tokens == nil {
-			return errors.New("not signed in: run 'evofs login --client-id ID', set EVO_TOKEN or pass --token-file (or a service app's --client-id with " + envClientSecret + ")")
+			return notSignedIn(mf)
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		t, err := resolveTarget(rctx, creds, mf.host, mf.org, mf.workspace, log)
@@ -204,6 +216,12 @@ func runMount(args []string) (err error) {
 	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
 		return err
 	}
+	// Before the journal or the cache are touched: one mount per cache dir.
+	unlock, err := lockCacheDir(cacheDir, absMnt)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	upLimit, downLimit, _ := parseBwlimit(mf.bwlimit) // validated when parsed
 	rcfg := remote.Config{BaseURL: host, Org: org, Workspace: ws, Tokens: tokens,
 		UploadLimit: upLimit, DownloadLimit: downLimit, Logger: log.WithField("component", "remote")}
@@ -227,7 +245,7 @@ func runMount(args []string) (err error) {
 		if _, serr := os.Stat(filepath.Join(cacheDir, "listing.json")); perr != nil && remote.Retryable(perr) && serr == nil {
 			log.WithError(perr).Warn("the service is unreachable: starting offline from the last listing known")
 		} else if perr != nil {
-			return explainLookup(perr, "the hub "+remote.RedactURL(host))
+			return explainLookup(perr, "the hub "+remote.RedactURL(host), creds)
 		}
 	}
 	c, err := cache.Open(cache.Config{Dir: filepath.Join(cacheDir, "data"), MaxBytes: mf.cacheSize, Logger: log.WithField("component", "cache")})
@@ -256,7 +274,6 @@ func runMount(args []string) (err error) {
 		core.Close()
 		return err
 	}
-	absMnt, _ := filepath.Abs(mountpoint)
 	if met != nil {
 		met.Queue(core.Queue().Status)
 		met.Cache(c.Usage)
@@ -281,12 +298,14 @@ func runMount(args []string) (err error) {
 	if met != nil {
 		fo.Observe = met.Fuse()
 	}
-	server, err := fusefs.Mount(mountpoint, core, fo)
+	server, err := fusefs.Mount(absMnt, core, fo)
 	if err != nil {
+		// go-fuse may leave the kernel mount of a start that failed.
+		cleanupFailedMount(absMnt, log)
 		core.Close()
-		return err
+		return explainMountFailure(err)
 	}
-	log.WithField("mountpoint", mountpoint).WithField("host", remote.RedactURL(host)).Info("mounted; unmount with 'umount " + mountpoint + "' or Ctrl-C")
+	log.WithField("mountpoint", absMnt).WithField("host", remote.RedactURL(host)).Info("mounted; unmount with 'umount " + mountpoint + "' or Ctrl-C")
 	if roleNote != "" {
 		log.Warn(roleNote)
 	}
@@ -297,7 +316,7 @@ func runMount(args []string) (err error) {
 	select {
 	case <-ctx.Done():
 		log.Info("signal received: unmounting")
-		unmount(server.Unmount, mountpoint, log)
+		unmount(server.Unmount, absMnt, log)
 		<-unmounted
 	case <-unmounted:
 		log.Info("unmounted")
@@ -325,7 +344,7 @@ func unmount(do func() error, mountpoint string, log *logrus.Entry) {
 		select {
 		case <-again:
 			t.Stop()
-			if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil {
+			if err := forceUnmount(mountpoint); err != nil {
 				log.WithError(err).Warn("lazy unmount failed; still retrying")
 				continue
 			}
@@ -359,13 +378,26 @@ func shutdown(core *vfs.FS, timeout time.Duration, log *logrus.Entry) error {
 	return nil
 }
 
-// embedded is the in-process local service behind a mount without --host.
+// notSignedIn is the sentence for a mount without credentials: naming a
+// workspace needs a sign-in; naming nothing needs a choice.
+func notSignedIn(mf *mountFlags) error {
+	how := "run 'evofs login --client-id ID', or pass credentials (EVO_TOKEN, --token-file, or a service app's --client-id with " + envClientSecret + ")"
+	switch {
+	case mf.workspace != "":
+		return fmt.Errorf("workspace %q needs credentials and none were found: %s", mf.workspace, how)
+	case mf.org != "" || mf.host != "":
+		return fmt.Errorf("mounting an Evo workspace needs credentials and none were found: %s", how)
+	}
+	return errors.New("nothing to mount: pass --local for the embedded local workspace (no account needed), or sign in with 'evofs login --client-id ID' to mount an Evo workspace")
+}
+
+// embedded is the in-process local service behind a --local mount.
 type embedded struct {
 	url, token string
 	close      func()
 }
 
-func startEmbedded(mf *mountFlags, log *logrus.Entry) (*embedded, error) {
+func startEmbedded(mf *mountFlags, mountpoint string, log *logrus.Entry) (*embedded, error) {
 	dir := mf.localData
 	if dir == "" {
 		base := os.Getenv("XDG_DATA_HOME")
@@ -386,6 +418,7 @@ func startEmbedded(mf *mountFlags, log *logrus.Entry) (*embedded, error) {
 	token := hex.EncodeToString(tok[:])
 	srv, err := emulator.New(emulator.Options{
 		DataDir: dir,
+		Owner:   "mounted at " + mountpoint,
 		Tokens:  map[string]emulator.Grant{token: {User: emulator.LocalUser, Role: emulator.RoleOwner}},
 		Logger:  quieter(log, logrus.WarnLevel).WithField("component", "local-service"),
 	})

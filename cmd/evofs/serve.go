@@ -35,7 +35,8 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	o := emulator.Options{DataDir: *data, PublishDelay: *delay, URLTTL: *ttl, Logger: log,
+	signal.Ignore(syscall.SIGPIPE) // a closed stderr pipe must not kill the service
+	o := emulator.Options{DataDir: *data, Owner: "evofs serve --addr " + *addr, PublishDelay: *delay, URLTTL: *ttl, Logger: log,
 		Link: emulator.Link{Bandwidth: int64(*mbit * 1e6 / 8), RTT: *rtt}}
 	if *token != "" {
 		o.Tokens = map[string]emulator.Grant{*token: {User: emulator.LocalUser, Role: emulator.RoleOwner}}

@@ -84,6 +84,7 @@ func firstNonEmpty(vs ...string) string {
 type credentials struct {
 	tokens       remote.TokenSource
 	kind         string // "token-file", "env", "client-credentials", "login", "" (none)
+	tokenFile    string // with kind "token-file"
 	issuer       string
 	discoveryURL string
 }
@@ -111,7 +112,7 @@ func (s *signinFlags) resolveCredentials(log *logrus.Entry) (*credentials, error
 	}()
 	switch {
 	case s.tokenFile != "":
-		c.tokens, c.kind = remote.FileToken(s.tokenFile), "token-file"
+		c.tokens, c.kind, c.tokenFile = remote.FileToken(s.tokenFile), "token-file", s.tokenFile
 		return c, nil
 	case os.Getenv(remote.EnvTokenVar) != "":
 		c.tokens, c.kind = remote.EnvToken(), "env"
@@ -176,7 +177,7 @@ func resolveTarget(ctx context.Context, c *credentials, host, org, ws string, lo
 	if t.host == "" {
 		d, err := remote.Discover(ctx, lc, "file")
 		if err != nil {
-			return nil, explainLookup(err, "Evo Discovery at "+remote.RedactURL(lc.DiscoveryURL))
+			return nil, explainLookup(err, "Evo Discovery at "+remote.RedactURL(lc.DiscoveryURL), c)
 		}
 		o, err := d.FindOrg(org)
 		if err != nil {
@@ -198,7 +199,7 @@ func resolveTarget(ctx context.Context, c *credentials, host, org, ws string, lo
 		default:
 			d, derr := remote.Discover(ctx, lc, "file")
 			if derr != nil {
-				return nil, fmt.Errorf("--org %q is not an id, and names need Discovery: %w", org, explainLookup(derr, "Evo Discovery"))
+				return nil, fmt.Errorf("--org %q is not an id, and names need Discovery: %w", org, explainLookup(derr, "Evo Discovery", c))
 			}
 			o, err := d.FindOrg(org)
 			if err != nil {
@@ -229,15 +230,30 @@ func resolveTarget(ctx context.Context, c *credentials, host, org, ws string, lo
 		return nil, ferr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("workspace %q is not an id, and the workspace list is unavailable: %w", ws, explainLookup(lerr, "the hub "+remote.RedactURL(t.host)))
+		return nil, fmt.Errorf("workspace %q is not an id, and the workspace list is unavailable: %w", ws, explainLookup(lerr, "the hub "+remote.RedactURL(t.host), c))
 	}
 	log.WithError(lerr).Debug("workspace list unavailable; using the workspace id as given")
 	t.ws = id
 	return t, nil
 }
 
-// explainLookup turns a Discovery/Workspaces/File API failure into a sentence.
-func explainLookup(err error, what string) error {
+// remedy says what to do when the service refuses these credentials,
+// naming where the token came from.
+func (c *credentials) remedy() string {
+	switch c.kind {
+	case "env":
+		return "the token came from $" + remote.EnvTokenVar + ": set a valid one, or unset it to use the saved login"
+	case "token-file":
+		return "the token came from --token-file " + c.tokenFile + ": put a valid one there"
+	case "client-credentials":
+		return "the token came from the service app's client id and secret: check them"
+	}
+	return "the token came from the saved login: run 'evofs login' again"
+}
+
+// explainLookup turns a Discovery/Workspaces/File API failure into a
+// sentence; c (may be nil) names where a refused token came from.
+func explainLookup(err error, what string, c *credentials) error {
 	var ae *remote.APIError
 	var se *remote.SignInError
 	switch {
@@ -247,7 +263,11 @@ func explainLookup(err error, what string) error {
 		}
 		return fmt.Errorf("sign-in refused: %s; run 'evofs login' to sign in again", se.Reason)
 	case errors.Is(err, remote.ErrUnauthorized):
-		return fmt.Errorf("%s refused the sign-in (token expired, revoked or for another service); run 'evofs login' again", what)
+		how := "run 'evofs login' again"
+		if c != nil {
+			how = c.remedy()
+		}
+		return fmt.Errorf("%s refused the sign-in (token expired, revoked or for another service); %s", what, how)
 	case errors.Is(err, remote.ErrForbidden):
 		return fmt.Errorf("you have no access there (%s answered 403)", what)
 	case errors.Is(err, remote.ErrNotFound):

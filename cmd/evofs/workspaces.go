@@ -45,7 +45,7 @@ func runWorkspaces(args []string) error {
 	lc := creds.lookup()
 	d, err := remote.Discover(ctx, lc, "file", "workspace")
 	if err != nil {
-		return explainLookup(err, "Evo Discovery at "+remote.RedactURL(lc.DiscoveryURL))
+		return explainLookup(err, "Evo Discovery at "+remote.RedactURL(lc.DiscoveryURL), creds)
 	}
 	orgs := d.Organizations
 	if *org != "" {
@@ -75,7 +75,7 @@ func runWorkspaces(args []string) error {
 		if err != nil {
 			log.WithError(err).Debug("workspace list failed")
 			rows = append(rows, row{Org: o.Name, OrgID: o.ID.String(), Hub: hub.Name, HubURL: hub.URL,
-				Workspace: "(" + explainLookup(err, "the hub").Error() + ")"})
+				Workspace: "(" + explainLookup(err, "the hub", creds).Error() + ")"})
 			continue
 		}
 		for _, w := range list {

@@ -30,14 +30,14 @@ import (
 )
 
 func main() {
-	args, err := translate(os.Args[1:])
+	args, fake, err := translate(os.Args[1:])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mount.evofs: %v\n", err)
 		fmt.Fprintln(os.Stderr, "usage: mount.evofs SOURCE MOUNTPOINT [-o OPTIONS]")
 		os.Exit(1)
 	}
 	bin := evofsPath()
-	if os.Getenv("MOUNT_EVOFS_DRY_RUN") != "" {
+	if fake || os.Getenv("MOUNT_EVOFS_DRY_RUN") != "" {
 		fmt.Println(strings.Join(append([]string{bin}, args...), " "))
 		return
 	}
@@ -74,39 +74,45 @@ var renamed = map[string]string{
 	"allow_other": "allow-other",
 	"ro":          "read-only",
 	"debug":       "debug-fuse",
+	"nonempty":    "allow-non-empty",
 }
 
-// translate turns helper arguments into `evofs mount` arguments.
-func translate(in []string) ([]string, error) {
+// translate turns helper arguments into `evofs mount` arguments; fake is
+// mount(8)'s -f (say what would be done, do nothing).
+func translate(in []string) (out []string, fake bool, err error) {
 	var pos, opts []string
 	for i := 0; i < len(in); i++ {
 		a := in[i]
 		switch {
 		case a == "-o":
 			if i+1 >= len(in) {
-				return nil, fmt.Errorf("-o needs a value")
+				return nil, false, fmt.Errorf("-o needs a value")
 			}
 			i++
 			opts = append(opts, strings.Split(in[i], ",")...)
 		case strings.HasPrefix(a, "-o"):
 			opts = append(opts, strings.Split(a[2:], ",")...)
-		case a == "-s", a == "-f", a == "-n", a == "-v", a == "-i":
-			// sloppy, fake, no mtab, verbose, no helper: nothing to do
+		case a == "-f":
+			fake = true
+		case a == "-s", a == "-n", a == "-v", a == "-i":
+			// sloppy, no mtab, verbose, no helper: nothing to do
 		case a == "-t":
 			i++ // type, given by some callers
 		case strings.HasPrefix(a, "-"):
-			return nil, fmt.Errorf("unknown argument %q", a)
+			return nil, false, fmt.Errorf("unknown argument %q", a)
 		default:
 			pos = append(pos, a)
 		}
 	}
 	if len(pos) != 2 {
-		return nil, fmt.Errorf("need SOURCE and MOUNTPOINT, got %d arguments", len(pos))
+		return nil, false, fmt.Errorf("need SOURCE and MOUNTPOINT, got %d arguments", len(pos))
 	}
 	source, mountpoint := strings.TrimPrefix(pos[0], "evofs#"), pos[1]
-	out := []string{"mount", "--daemon"}
+	out = []string{"mount", "--daemon"}
 	switch {
 	case source == "" || source == "evofs" || source == "none":
+	case source == "local":
+		out = append(out, "--local")
 	case strings.Contains(source, "/"):
 		org, ws, _ := strings.Cut(source, "/")
 		out = append(out, "--org", org, "--workspace", ws)
@@ -124,7 +130,7 @@ func translate(in []string) ([]string, error) {
 		}
 		k = strings.ReplaceAll(k, "_", "-")
 		if !knownFlags[k] {
-			return nil, fmt.Errorf("unknown option %q", o)
+			return nil, false, fmt.Errorf("unknown option %q", o)
 		}
 		if hasV {
 			out = append(out, "--"+k+"="+v)
@@ -132,7 +138,7 @@ func translate(in []string) ([]string, error) {
 			out = append(out, "--"+k)
 		}
 	}
-	return append(out, mountpoint), nil
+	return append(out, mountpoint), fake, nil
 }
 
 // knownFlags are the `evofs mount` flags an option may set.
@@ -143,4 +149,5 @@ var knownFlags = map[string]bool{
 	"read-only": true, "sync-close": true, "allow-other": true, "debug-fuse": true, "poll-interval": true,
 	"write-back-delay": true, "shutdown-timeout": true, "attr-ttl": true, "entry-ttl": true, "uid": true,
 	"gid": true, "transfers": true, "cache-size": true, "max-dir-rename": true, "local-patterns": true,
+	"allow-non-empty": true, "ca-file": true, "bwlimit": true, "metrics-addr": true,
 }

@@ -16,13 +16,17 @@ func TestTranslate(t *testing.T) {
 		{"Acme/Drill\x20holes /mnt/e -o rw,cache_size=1024,umask=022", "mount --daemon --org Acme --workspace Drill holes --cache-size=1024 --umask=022 /mnt/e"},
 		{"evofs /mnt/e -s -n -o profile=work,log-file=/var/log/evofs.log", "mount --daemon --profile=work --log-file=/var/log/evofs.log /mnt/e"},
 		{"evofs#work /mnt/e", "mount --daemon --profile work /mnt/e"},
+		{"local /mnt/e -o nonempty", "mount --daemon --local --allow-non-empty /mnt/e"},
 	}
 	for _, c := range cases {
 		in := strings.Fields(c.in)
 		if strings.Contains(c.in, "\x20holes") {
 			in = []string{"Acme/Drill holes", "/mnt/e", "-o", "rw,cache_size=1024,umask=022"}
 		}
-		got, err := translate(in)
+		got, fake, err := translate(in)
+		if fake {
+			t.Errorf("%q: fake without -f", c.in)
+		}
 		if err != nil {
 			t.Fatalf("%q: %v", c.in, err)
 		}
@@ -31,9 +35,13 @@ func TestTranslate(t *testing.T) {
 		}
 	}
 	for _, bad := range [][]string{{"only-one"}, {"a", "b", "-o", "frobnicate"}, {"a", "b", "-z"}} {
-		if _, err := translate(bad); err == nil {
+		if _, _, err := translate(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+	// mount -f (fake): say what would run, mount nothing.
+	if got, fake, err := translate([]string{"work", "/mnt/e", "-f"}); err != nil || !fake || strings.Join(got, " ") != "mount --daemon --profile work /mnt/e" {
+		t.Errorf("-f: %q, fake %v, %v", got, fake, err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -434,4 +435,25 @@ func TestListFiltersAndPaging(t *testing.T) {
 	if l := c.api("GET", "").json(t); l["limit"].(json.Number).String() != "5000" {
 		t.Fatal("default limit")
 	}
+}
+
+// TestDataDirHasOneOwner: a second server on a data dir in use is refused
+// with a sentence naming the owner; once the first closes, it opens.
+func TestDataDirHasOneOwner(t *testing.T) {
+	dir := t.TempDir()
+	first, err := New(Options{DataDir: dir, Owner: "mounted at /home/u/Evo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(Options{DataDir: dir})
+	want := fmt.Sprintf("data dir %s is in use by evofs (pid %d, mounted at /home/u/Evo)", dir, os.Getpid())
+	if err == nil || err.Error() != want {
+		t.Fatalf("second server: %v, want %q", err, want)
+	}
+	first.Close()
+	again, err := New(Options{DataDir: dir})
+	if err != nil {
+		t.Fatalf("after the owner closed: %v", err)
+	}
+	again.Close()
 }

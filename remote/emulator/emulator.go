@@ -89,7 +89,10 @@ var OtherUser = User{ID: uuid.MustParse("00000000-0000-4000-8000-0000000b0b00"),
 
 // Options configures a Server. The zero value is a usable in-memory server.
 type Options struct {
-	DataDir           string           // "" = in memory
+	DataDir string // "" = in memory
+	// Owner says who owns DataDir ("mounted at /home/u/Evo"), for the
+	// sentence that refuses a second process on it.
+	Owner             string
 	Tokens            map[string]Grant // accepted bearer tokens; empty = any non-empty token as editor LocalUser
 	PublishDelay      time.Duration    // commit → visible
 	URLTTL            time.Duration    // pre-signed URL lifetime, default 30m
@@ -167,6 +170,7 @@ type Server struct {
 	verify   func(string) (Grant, bool)
 	store    blobStore
 	meta     *metaLog               // nil in memory mode
+	lock     io.Closer              // the data dir lock (nil in memory mode)
 	link     atomic.Pointer[shaper] // nil = downloads unshaped
 
 	mu         sync.Mutex
@@ -230,16 +234,24 @@ func New(o Options) (*Server, error) {
 	if o.DataDir == "" {
 		s.store = memStore{}
 	} else {
+		// One process owns a data dir: two would each replay the log and
+		// then append records the other never sees.
+		lock, err := lockDataDir(o.DataDir, o.Owner)
+		if err != nil {
+			return nil, err
+		}
 		ds, err := newDiskStore(o.DataDir)
 		if err != nil {
+			lock.Close()
 			return nil, err
 		}
 		s.store = ds
 		ml, err := openMetaLog(o.DataDir, s.replay)
 		if err != nil {
+			lock.Close()
 			return nil, err
 		}
-		s.meta = ml
+		s.meta, s.lock = ml, lock
 	}
 	return s, nil
 }
@@ -261,7 +273,9 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	if s.meta != nil {
-		return s.meta.close()
+		err := s.meta.close()
+		s.lock.Close()
+		return err
 	}
 	return nil
 }

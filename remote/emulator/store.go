@@ -206,7 +206,9 @@ type metaLog struct {
 // tail (truncating the file to the last good record) and opens it for append.
 func openMetaLog(dir string, apply func(*logRec) error) (*metaLog, error) {
 	name := filepath.Join(dir, "meta.log")
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	// O_APPEND: every record goes to the end of the file, whatever else
+	// wrote to it (the data dir lock keeps other writers out anyway).
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -232,10 +234,6 @@ func openMetaLog(dir string, apply func(*logRec) error) (*metaLog, error) {
 		good += int64(len(line))
 	}
 	if err := f.Truncate(good); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if _, err := f.Seek(good, io.SeekStart); err != nil {
 		f.Close()
 		return nil, err
 	}
