@@ -5,8 +5,10 @@ MNT     ?= ./mnt
 
 .PHONY: build run test unit integration bench lint fmt
 
+# -buildvcs=auto: `evofs version` shows the commit (when git is there).
 build:
-	$(GO) build -o $(BIN) ./cmd/evofs
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/evofs
+	$(GO) build -buildvcs=auto -o bin/mount.evofs ./cmd/mount.evofs
 
 # Mount the embedded local workspace at ./mnt in the foreground; Ctrl-C (or umount) leaves.
 run: build

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 )
 
@@ -27,24 +26,9 @@ func parseBwlimit(s string) (up, down int64, err error) {
 }
 
 func parseRate(s string) (int64, error) {
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		}
-		if mult > 1 {
-			t = t[:n-1]
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v < 0 {
+	v, err := parseSize(s)
+	if err != nil {
 		return 0, fmt.Errorf("%q is not a rate in bytes per second (e.g. 10M)", s)
 	}
-	return int64(v * float64(mult)), nil
+	return v, nil
 }

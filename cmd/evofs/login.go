@@ -3,35 +3,53 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"evofs/remote"
 )
 
+// loginFlags are the flags of `evofs login`.
+type loginFlags struct {
+	sf                  signinFlags
+	profile, configFile string
+	redirect            string
+	noBrowser           bool
+	timeout             time.Duration
+}
+
+func loginCommand() *cobra.Command {
+	o := &loginFlags{}
+	c := &cobra.Command{
+		Use:   "login --client-id ID [flags]",
+		Short: "Sign in to Evo in a browser; the sign-in lasts until revoked",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := applyProfile(c.Flags(), o.configFile, o.profile); err != nil {
+				return err
+			}
+			return runLogin(o)
+		},
+	}
+	fl := c.Flags()
+	o.sf.register(fl)
+	fl.StringVar(&o.profile, "profile", "", "take client id, issuer and discovery URL from this profile")
+	fl.StringVar(&o.configFile, "config", "", "profiles file (default: $"+envConfig+" or evofs/config under the user's config dir)")
+	fl.StringVar(&o.redirect, "redirect-url", remote.DefaultRedirectURL, "loopback redirect URL registered with the app (port 0: any free port)")
+	fl.BoolVar(&o.noBrowser, "no-browser", false, "only print the sign-in URL")
+	fl.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for the browser sign-in")
+	return c
+}
+
 // runLogin signs a user in with the authorization-code flow (PKCE, loopback
 // redirect) and keeps the refresh token in the login store (0600).
-func runLogin(args []string) error {
-	fl := flag.NewFlagSet("login", flag.ExitOnError)
-	var sf signinFlags
-	sf.register(fl)
-	profile := fl.String("profile", "", "take client id, issuer and discovery URL from this profile")
-	configFile := fl.String("config", "", "profiles file (default: $"+envConfig+" or evofs/config under the user's config dir)")
-	redirect := fl.String("redirect-url", remote.DefaultRedirectURL, "loopback redirect URL registered with the app (port 0: any free port)")
-	noBrowser := fl.Bool("no-browser", false, "only print the sign-in URL")
-	timeout := fl.Duration("timeout", 5*time.Minute, "how long to wait for the browser sign-in")
-	fl.Usage = func() {
-		fmt.Fprintln(fl.Output(), "usage: evofs login --client-id ID [flags]")
-		fl.PrintDefaults()
-	}
-	fl.Parse(args)
-	if err := applyProfile(fl, *configFile, *profile); err != nil {
-		return err
-	}
+func runLogin(o *loginFlags) error {
+	sf := &o.sf
 	if sf.clientID == "" {
 		return errors.New("login needs --client-id (the native app's client id from the Seequent Developer Portal)")
 	}
@@ -40,17 +58,17 @@ func runLogin(args []string) error {
 		return err
 	}
 	issuer := firstNonEmpty(sf.issuer, os.Getenv(envIssuer), remote.DefaultIssuer)
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
-	tok, err := remote.Login(ctx, remote.OAuthConfig{Issuer: issuer, ClientID: sf.clientID, RedirectURL: *redirect}, func(u string) {
+	tok, err := remote.Login(ctx, remote.OAuthConfig{Issuer: issuer, ClientID: sf.clientID, RedirectURL: o.redirect}, func(u string) {
 		fmt.Fprintf(os.Stderr, "Open this URL in a browser to sign in:\n\n  %s\n\n", u)
-		if !*noBrowser {
+		if !o.noBrowser {
 			openBrowser(u)
 		}
 	})
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("no sign-in answer within %s; if the browser showed an error, check --client-id and that %s is a registered redirect URL", *timeout, *redirect)
+		return fmt.Errorf("no sign-in answer within %s; if the browser showed an error, check --client-id and that %s is a registered redirect URL", o.timeout, o.redirect)
 	case err != nil:
 		return err
 	case tok.RefreshToken == "":
@@ -65,12 +83,20 @@ func runLogin(args []string) error {
 	return nil
 }
 
-// runLogout forgets the saved login.
-func runLogout(args []string) error {
-	fl := flag.NewFlagSet("logout", flag.ExitOnError)
+func logoutCommand() *cobra.Command {
 	var sf signinFlags
-	sf.register(fl)
-	fl.Parse(args)
+	c := &cobra.Command{
+		Use:   "logout",
+		Short: "Forget the saved sign-in",
+		Args:  noArgs,
+		RunE:  func(*cobra.Command, []string) error { return runLogout(&sf) },
+	}
+	sf.register(c.Flags())
+	return c
+}
+
+// runLogout forgets the saved login.
+func runLogout(sf *signinFlags) error {
 	path, err := sf.loginPath()
 	if err != nil {
 		return err

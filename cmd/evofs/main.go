@@ -1,68 +1,125 @@
 // Command evofs mounts a Seequent Evo File API workspace as a directory.
 //
-//	evofs mount [flags] MOUNTPOINT   mount a workspace (the embedded local service without --host)
+//	evofs mount [flags] MOUNTPOINT   mount a workspace (--local: the embedded local service)
 //	evofs serve [flags]              run the local File API service
 //	evofs status [--json] MOUNTPOINT show pending publishes of a mount
 //	evofs login --client-id ID       sign in to Evo (browser, PKCE); keeps a refresh token
 //	evofs logout                     forget the saved sign-in
 //	evofs workspaces                 list the organisations, hubs and workspaces you can mount
+//	evofs version                    module version, commit and Go version
+//	evofs completion bash|zsh|fish   shell completion script
 //
 // Only this package reads flags and the environment and configures logging;
-// the libraries take explicit configuration.
+// the libraries take explicit configuration. The CLI is cobra + pflag: flags
+// go anywhere on the line, every command has --help.
+//
+// Exit codes: 0 success, 1 failure, 2 usage error, 4 (mount) stopped with
+// files still unpublished (kept and resumed at the next mount); `evofs status
+// --wait` has its own (control.Outcome).
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
 	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
 )
 
+// Exit codes (README "Exit codes").
+const (
+	exitFailure     = 1
+	exitUsage       = 2
+	exitUnpublished = 4
+)
+
+// exitError carries an exit code other than 1 (message may be empty when
+// the command already said everything).
+type exitError struct {
+	code  int
+	err   error
+	usage bool // a usage error: main points at --help
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageErr marks err as a usage error (exit 2).
+func usageErr(err error) error { return &exitError{code: exitUsage, err: err, usage: true} }
+
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-		os.Exit(2)
-	}
-	var err error
-	switch os.Args[1] {
-	case "mount":
-		err = runMount(os.Args[2:])
-	case "serve":
-		err = runServe(os.Args[2:])
-	case "status":
-		err = runStatus(os.Args[2:])
-	case "login":
-		err = runLogin(os.Args[2:])
-	case "logout":
-		err = runLogout(os.Args[2:])
-	case "workspaces":
-		err = runWorkspaces(os.Args[2:])
-	case "-h", "--help", "help":
-		usage()
+	root := rootCommand()
+	err := root.Execute()
+	if err == nil {
 		return
-	default:
-		fmt.Fprintf(os.Stderr, "evofs: unknown command %q\n", os.Args[1])
-		usage()
-		os.Exit(2)
 	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "evofs: %v\n", err)
-		os.Exit(1)
+	code, usage := exitFailure, false
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code, usage = ee.code, ee.usage
+	} else if isCobraUsageError(err) {
+		code, usage = exitUsage, true
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintf(os.Stderr, "evofs: %s\n", msg)
+		if usage {
+			fmt.Fprintln(os.Stderr, "Run 'evofs --help' or 'evofs <command> --help' for usage.")
+		}
+	}
+	os.Exit(code)
+}
+
+// isCobraUsageError recognises the errors cobra returns for an unknown
+// command (its flag errors are wrapped by the FlagErrorFunc).
+func isCobraUsageError(err error) bool {
+	return strings.HasPrefix(err.Error(), "unknown command ")
+}
+
+func rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "evofs",
+		Short: "Mount a Seequent Evo File API workspace as a local directory",
+		Long: `evofs mounts one workspace of the Seequent Evo File API as an ordinary directory:
+reads come through a local disk cache, writes are published as new versions on close.
+
+  make run                    (evofs mount --local ./mnt) the embedded local workspace
+  evofs login --client-id ID  then: evofs mount --workspace NAME ~/Evo`,
+		Version:       versionString(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
+	root.AddCommand(mountCommand(), serveCommand(), statusCommand(), loginCommand(), logoutCommand(),
+		workspacesCommand(), versionCommand())
+	root.CompletionOptions.HiddenDefaultCmd = false
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with a usage sentence of ours (exit 2).
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErr(fmt.Errorf("%s needs %s, got %d arguments", c.Name(), what, len(args)))
+		}
+		return nil
 	}
 }
 
-func usage() {
-	fmt.Fprint(os.Stderr, `usage:
-  evofs mount [flags] MOUNTPOINT    mount a workspace (signed in: found through Discovery; else the embedded local service)
-  evofs serve [flags]               run the local File API service
-  evofs status [--json] MOUNTPOINT  show what a mount still has to publish
-  evofs login --client-id ID        sign in to Evo in a browser; the sign-in lasts until revoked
-  evofs logout                      forget the saved sign-in
-  evofs workspaces                  list the organisations, hubs and workspaces you can mount
-Run "evofs <command> -h" for the flags of a command.
-`)
+// noArgs refuses positional arguments (exit 2).
+func noArgs(c *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageErr(fmt.Errorf("%s takes no arguments, got %q", c.Name(), args))
+	}
+	return nil
 }
 
 // newLogger returns a logrus entry at the named level, writing to stderr.
@@ -71,7 +128,7 @@ func newLogger(level string) (*logrus.Entry, error) {
 	l.SetOutput(dropFailedWrites{os.Stderr})
 	lv, err := logrus.ParseLevel(strings.ToLower(level))
 	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, usageErr(fmt.Errorf("--log-level: %w", err))
 	}
 	l.SetLevel(lv)
 	l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})

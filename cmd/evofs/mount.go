@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,6 +18,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"evofs/cache"
 	"evofs/fusefs"
@@ -46,8 +47,8 @@ type mountFlags struct {
 	shutdownTimeout, attrTTL, entryTT time.Duration
 	uid, gid                          int
 	transfers                         int
-	cacheSize                         int64
-	maxDirRename                      int64
+	cacheSize                         byteSize
+	maxDirRename                      byteSize
 	localPatterns                     string
 
 	signin          signinFlags
@@ -63,7 +64,7 @@ type mountFlags struct {
 
 // defineMountFlags declares the mount flags on fl (also used to know which
 // keys a profile may set).
-func defineMountFlags(fl *flag.FlagSet, m *mountFlags) {
+func defineMountFlags(fl *pflag.FlagSet, m *mountFlags) {
 	fl.StringVar(&m.host, "host", "", "hub URL of the File API (default: found through Discovery when signed in, else the embedded local service)")
 	fl.StringVar(&m.org, "org", "", "organisation name or id (optional when the account has one)")
 	fl.StringVar(&m.workspace, "workspace", "", "workspace name or id")
@@ -93,49 +94,57 @@ func defineMountFlags(fl *flag.FlagSet, m *mountFlags) {
 	fl.IntVar(&m.uid, "uid", os.Getuid(), "owner of every file")
 	fl.IntVar(&m.gid, "gid", os.Getgid(), "group of every file")
 	fl.IntVar(&m.transfers, "transfers", 4, "parallel publishes")
-	fl.Int64Var(&m.cacheSize, "cache-size", 10<<30, "content cache budget in bytes")
-	fl.Int64Var(&m.maxDirRename, "max-dir-rename", 1<<30, "largest folder (bytes) renamed in place; above it rename answers EXDEV and mv copies")
+	m.cacheSize, m.maxDirRename = 10<<30, 1<<30
+	fl.Var(&m.cacheSize, "cache-size", "content cache budget (bytes; K/M/G/T suffixes are powers of 1024: 10G, 512Mi)")
+	fl.Var(&m.maxDirRename, "max-dir-rename", "largest folder renamed in place (bytes, suffixes as --cache-size); above it rename answers EXDEV and mv copies")
 	fl.StringVar(&m.localPatterns, "local-patterns", strings.Join(vfs.DefaultLocalPatterns, ","), "comma-separated name patterns of files kept local (lock, swap, backup files)")
 }
 
-func parseMountFlags(args []string) (*mountFlags, string, error) {
-	fl := flag.NewFlagSet("mount", flag.ExitOnError)
+func mountCommand() *cobra.Command {
 	m := &mountFlags{}
-	defineMountFlags(fl, m)
-	fl.Usage = func() {
-		fmt.Fprintln(fl.Output(), "usage: evofs mount [flags] MOUNTPOINT")
-		fl.PrintDefaults()
+	c := &cobra.Command{
+		Use:   "mount [flags] MOUNTPOINT",
+		Short: "Mount a workspace (--local: the embedded local workspace, no account needed)",
+		Long: `Mount a workspace at MOUNTPOINT (an existing, empty folder) and serve it until unmounted
+(umount, fusermount3 -u) or stopped (Ctrl-C, SIGTERM); pending files are published first.
+
+Signed in ('evofs login'), the workspace is found through Evo Discovery by name or id;
+--host, --org and --workspace ids skip Discovery; --local mounts the embedded local service.`,
+		Args: exactArgs(1, "exactly one MOUNTPOINT"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := m.finish(c.Flags()); err != nil {
+				return err
+			}
+			return runMount(m, args[0])
+		},
 	}
-	fl.Parse(args)
-	if fl.NArg() != 1 {
-		fl.Usage()
-		return nil, "", errors.New("mount needs exactly one MOUNTPOINT")
-	}
+	defineMountFlags(c.Flags(), m)
+	return c
+}
+
+// finish applies the profile and checks what the flags alone can tell.
+func (m *mountFlags) finish(fl *pflag.FlagSet) error {
 	if err := applyProfile(fl, m.config, m.profile); err != nil {
-		return nil, "", err
+		return err
 	}
 	if m.caFile != "" {
 		if err := remote.TrustCAFile(m.caFile); err != nil {
-			return nil, "", fmt.Errorf("--ca-file: %w", err)
+			return fmt.Errorf("--ca-file: %w", err)
 		}
 	}
 	if m.umask != "" {
 		if _, err := strconv.ParseUint(m.umask, 8, 32); err != nil {
-			return nil, "", fmt.Errorf("--umask %q is not an octal number", m.umask)
+			return usageErr(fmt.Errorf("--umask %q is not an octal number", m.umask))
 		}
 	}
 	if _, _, err := parseBwlimit(m.bwlimit); err != nil {
-		return nil, "", err
+		return usageErr(err)
 	}
-	return m, fl.Arg(0), nil
+	return nil
 }
 
 // runMount mounts a workspace and serves it until unmounted or signalled.
-func runMount(args []string) (err error) {
-	mf, mountpoint, err := parseMountFlags(args)
-	if err != nil {
-		return err
-	}
+func runMount(mf *mountFlags, mountpoint string) (err error) {
 	if mf.daemon && os.Getenv(envReadyFD) == "" {
 		return runDaemonParent(os.Args[1:], mf.logFile)
 	}
@@ -248,7 +257,7 @@ func runMount(args []string) (err error) {
 			return explainLookup(perr, "the hub "+remote.RedactURL(host), creds)
 		}
 	}
-	c, err := cache.Open(cache.Config{Dir: filepath.Join(cacheDir, "data"), MaxBytes: mf.cacheSize, Logger: log.WithField("component", "cache")})
+	c, err := cache.Open(cache.Config{Dir: filepath.Join(cacheDir, "data"), MaxBytes: int64(mf.cacheSize), Logger: log.WithField("component", "cache")})
 	if err != nil {
 		return err
 	}
@@ -261,7 +270,7 @@ func runMount(args []string) (err error) {
 	}
 	core, err := vfs.New(vfs.Config{
 		UID: uint32(mf.uid), GID: uint32(mf.gid), ReadOnly: readOnly,
-		PollInterval: mf.pollInterval, LocalPatterns: patterns, MaxDirRenameBytes: mf.maxDirRename,
+		PollInterval: mf.pollInterval, LocalPatterns: patterns, MaxDirRenameBytes: int64(mf.maxDirRename),
 		SyncClose: mf.syncClose, Umask: uint32(umask), ListingFile: filepath.Join(cacheDir, "listing.json"), ControlSocket: filepath.Join(cacheDir, control.SocketName),
 		Writeback: writeback.Config{Dir: filepath.Join(cacheDir, "journal"), Delay: mf.writeBackDelay, Transfers: mf.transfers,
 			Logger: log.WithField("component", "writeback")},
@@ -373,7 +382,7 @@ func shutdown(core *vfs.FS, timeout time.Duration, log *logrus.Entry) error {
 		for _, st := range core.Queue().Status() {
 			log.WithField("path", st.Path).WithField("state", st.State).WithField("last_error", st.LastError).Warn("not published yet; it resumes at the next mount with this cache dir")
 		}
-		return fmt.Errorf("unpublished files remain (kept in the cache, resumed at the next mount): %w", derr)
+		return &exitError{code: exitUnpublished, err: fmt.Errorf("unpublished files remain (kept in the cache, resumed at the next mount): %w", derr)}
 	}
 	return nil
 }

@@ -21,8 +21,8 @@ package main
 import (
 	"bufio"
 	"errors"
-	"flag"
 	"fmt"
+	"github.com/spf13/pflag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,7 +92,7 @@ func loadProfiles(path string) (map[string]map[string]string, error) {
 // applyProfile sets, for every key of the profile, the flag of that name
 // unless the command line set it. No --profile and no [default] section:
 // nothing happens.
-func applyProfile(fl *flag.FlagSet, configFile, profile string) error {
+func applyProfile(fl *pflag.FlagSet, configFile, profile string) error {
 	path, err := configPath(configFile)
 	if err != nil {
 		if profile == "" {
@@ -122,7 +122,7 @@ func applyProfile(fl *flag.FlagSet, configFile, profile string) error {
 		return fmt.Errorf("there is no profile [%s] in %s", profile, path)
 	}
 	set := map[string]bool{}
-	fl.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fl.Visit(func(f *pflag.Flag) { set[f.Name] = true })
 	for k, v := range p {
 		if k == "profile" || k == "config" {
 			continue
@@ -148,7 +148,7 @@ func knownProfileKey(k string) bool {
 	if profileKeysAnywhere[k] {
 		return true
 	}
-	for _, mk := range []func() *flag.FlagSet{mountFlagSetForKeys} {
+	for _, mk := range []func() *pflag.FlagSet{mountFlagSetForKeys} {
 		if mk().Lookup(k) != nil {
 			return true
 		}
@@ -157,8 +157,8 @@ func knownProfileKey(k string) bool {
 }
 
 // mountFlagSetForKeys is a mount flag set used only to know the mount keys.
-func mountFlagSetForKeys() *flag.FlagSet {
-	fl := flag.NewFlagSet("keys", flag.ContinueOnError)
+func mountFlagSetForKeys() *pflag.FlagSet {
+	fl := pflag.NewFlagSet("keys", pflag.ContinueOnError)
 	defineMountFlags(fl, &mountFlags{})
 	return fl
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,47 +12,68 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
 
 	"evofs/remote/emulator"
 )
 
+// serveFlags are the flags of `evofs serve`.
+type serveFlags struct {
+	addr, data, token, level, tlsDir string
+	delay, ttl, rtt                  time.Duration
+	mbit                             float64
+	useTLS                           bool
+}
+
+func serveCommand() *cobra.Command {
+	o := &serveFlags{}
+	c := &cobra.Command{
+		Use:   "serve [flags]",
+		Short: "Run the local File API service (what 'evofs mount --local' embeds)",
+		Args:  noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return runServe(o)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address")
+	fl.StringVar(&o.data, "data", "", "persist files under this directory (default: in memory)")
+	fl.StringVar(&o.token, "token", "", "the accepted bearer token (default: any non-empty token)")
+	fl.DurationVar(&o.delay, "publish-delay", 0, "delay between an upload's commit and the new version becoming visible")
+	fl.DurationVar(&o.ttl, "url-ttl", 30*time.Minute, "lifetime of pre-signed URLs")
+	fl.Float64Var(&o.mbit, "download-mbit", 0, "shape downloads like a network link of this many Mbit/s shared by all transfers (default: unshaped)")
+	fl.DurationVar(&o.rtt, "rtt", 0, "round trip added before the first byte of every download")
+	fl.StringVar(&o.level, "log-level", "info", "log level (debug, info, warn, error)")
+	fl.BoolVar(&o.useTLS, "tls", false, "serve HTTPS with a certificate from a local CA created once in --tls-dir (use --addr 127.0.0.1:443 for clients that drop the port)")
+	fl.StringVar(&o.tlsDir, "tls-dir", "", "where the local CA lives (default: DATA/tls, or evofs/serve-tls under the user's config dir when in memory)")
+	return c
+}
+
 // runServe runs the local File API service until SIGINT/SIGTERM.
-func runServe(args []string) error {
-	fl := flag.NewFlagSet("serve", flag.ExitOnError)
-	addr := fl.String("addr", "127.0.0.1:8080", "listen address")
-	data := fl.String("data", "", "persist files under this directory (default: in memory)")
-	token := fl.String("token", "", "the accepted bearer token (default: any non-empty token)")
-	delay := fl.Duration("publish-delay", 0, "delay between an upload's commit and the new version becoming visible")
-	ttl := fl.Duration("url-ttl", 30*time.Minute, "lifetime of pre-signed URLs")
-	mbit := fl.Float64("download-mbit", 0, "shape downloads like a network link of this many Mbit/s shared by all transfers (default: unshaped)")
-	rtt := fl.Duration("rtt", 0, "round trip added before the first byte of every download")
-	level := fl.String("log-level", "info", "log level (debug, info, warn, error)")
-	useTLS := fl.Bool("tls", false, "serve HTTPS with a certificate from a local CA created once in --tls-dir (use --addr 127.0.0.1:443 for clients that drop the port)")
-	tlsDir := fl.String("tls-dir", "", "where the local CA lives (default: DATA/tls, or evofs/serve-tls under the user's config dir when in memory)")
-	fl.Parse(args)
-	log, err := newLogger(*level)
+func runServe(f *serveFlags) error {
+	log, err := newLogger(f.level)
 	if err != nil {
 		return err
 	}
 	signal.Ignore(syscall.SIGPIPE) // a closed stderr pipe must not kill the service
-	o := emulator.Options{DataDir: *data, Owner: "evofs serve --addr " + *addr, PublishDelay: *delay, URLTTL: *ttl, Logger: log,
-		Link: emulator.Link{Bandwidth: int64(*mbit * 1e6 / 8), RTT: *rtt}}
-	if *token != "" {
-		o.Tokens = map[string]emulator.Grant{*token: {User: emulator.LocalUser, Role: emulator.RoleOwner}}
+	o := emulator.Options{DataDir: f.data, Owner: "evofs serve --addr " + f.addr, PublishDelay: f.delay, URLTTL: f.ttl, Logger: log,
+		Link: emulator.Link{Bandwidth: int64(f.mbit * 1e6 / 8), RTT: f.rtt}}
+	if f.token != "" {
+		o.Tokens = map[string]emulator.Grant{f.token: {User: emulator.LocalUser, Role: emulator.RoleOwner}}
 	}
 	srv, err := emulator.New(o)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
 		return err
 	}
 	scheme := "http"
-	if *useTLS {
+	if f.useTLS {
 		var caFile string
-		if ln, caFile, err = emulator.ListenTLS(ln, *tlsDir, *data); err != nil {
+		if ln, caFile, err = emulator.ListenTLS(ln, f.tlsDir, f.data); err != nil {
 			return err
 		}
 		scheme = "https"

@@ -13,8 +13,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"github.com/spf13/pflag"
 	"net/http"
 	"os"
 	"strings"
@@ -40,7 +40,7 @@ type signinFlags struct {
 	tokenFile, loginFile                             string
 }
 
-func (s *signinFlags) register(fl *flag.FlagSet) {
+func (s *signinFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&s.issuer, "issuer", "", "OAuth issuer (default: the saved login's, $"+envIssuer+", or "+remote.DefaultIssuer+")")
 	fl.StringVar(&s.discoveryURL, "discovery-url", "", "Evo Discovery URL (default: the saved login's, $"+envDiscovery+", or "+remote.DefaultDiscoveryURL+")")
 	fl.StringVar(&s.clientID, "client-id", "", "app client id (native app for login; with a secret: service app)")

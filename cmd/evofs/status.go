@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,33 +11,37 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"evofs/fusefs/control"
 )
 
-// runStatus prints a mount's pending publishes and cache usage, read from
-// its control socket (found through the root's user.evofs.control
+// statusCommand prints a mount's pending publishes and cache usage, read
+// from its control socket (found through the root's user.evofs.control
 // attribute). On a terminal it redraws until nothing is pending. With
 // --wait its exit code says how the wait ended (control.Outcome).
-func runStatus(args []string) error {
-	fl := flag.NewFlagSet("status", flag.ExitOnError)
-	asJSON := fl.Bool("json", false, "print JSON (schema in the README)")
-	once := fl.Bool("once", false, "print once even on a terminal")
-	wait := fl.Bool("wait", false, "wait until every file is published; exit 0 published, 1 a publish failed, 2 timed out, 3 mount or service unreachable")
-	timeout := fl.Duration("timeout", 0, "with --wait: give up after this long (0: never)")
-	fl.Parse(args)
-	if fl.NArg() != 1 {
-		return fmt.Errorf("usage: evofs status [--json] [--once] [--wait [--timeout D]] MOUNTPOINT")
+func statusCommand() *cobra.Command {
+	var asJSON, once, wait bool
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "status [--json] [--once] [--wait [--timeout D]] MOUNTPOINT",
+		Short: "Show what a mount still has to publish",
+		Args:  exactArgs(1, "one MOUNTPOINT"),
+		RunE: func(_ *cobra.Command, args []string) error {
+			code, err := status(args[0], asJSON, once, wait, timeout)
+			if code != 0 || err != nil {
+				return &exitError{code: max(code, 1), err: err}
+			}
+			return nil
+		},
 	}
-	code, err := status(fl.Arg(0), *asJSON, *once, *wait, *timeout)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "evofs: %v\n", err)
-	}
-	if code != 0 || err != nil {
-		os.Exit(max(code, 1))
-	}
-	return nil
+	fl := c.Flags()
+	fl.BoolVar(&asJSON, "json", false, "print JSON (schema in the README)")
+	fl.BoolVar(&once, "once", false, "print once even on a terminal")
+	fl.BoolVar(&wait, "wait", false, "wait until every file is published; exit 0 published, 1 a publish failed, 2 timed out, 3 mount or service unreachable")
+	fl.DurationVar(&timeout, "timeout", 0, "with --wait: give up after this long (0: never)")
+	return c
 }
 
 // status runs the status command; the code is the exit code.

@@ -4,31 +4,52 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"evofs/remote"
 )
 
+// workspacesFlags are the flags of `evofs workspaces`.
+type workspacesFlags struct {
+	sf                  signinFlags
+	profile, configFile string
+	org, logLevel       string
+	asJSON              bool
+}
+
+func workspacesCommand() *cobra.Command {
+	o := &workspacesFlags{}
+	c := &cobra.Command{
+		Use:   "workspaces",
+		Short: "List the organisations, hubs and workspaces you can mount",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := applyProfile(c.Flags(), o.configFile, o.profile); err != nil {
+				return err
+			}
+			return runWorkspaces(o)
+		},
+	}
+	fl := c.Flags()
+	o.sf.register(fl)
+	fl.StringVar(&o.profile, "profile", "", "take sign-in settings from this profile")
+	fl.StringVar(&o.configFile, "config", "", "profiles file")
+	fl.StringVar(&o.org, "org", "", "only this organisation (name or id)")
+	fl.BoolVar(&o.asJSON, "json", false, "print JSON")
+	fl.StringVar(&o.logLevel, "log-level", "warn", "log level")
+	return c
+}
+
 // runWorkspaces lists the organisations, hubs and workspaces the signed-in
 // user can reach (Discovery, then the Workspaces API of each hub).
-func runWorkspaces(args []string) error {
-	fl := flag.NewFlagSet("workspaces", flag.ExitOnError)
-	var sf signinFlags
-	sf.register(fl)
-	profile := fl.String("profile", "", "take sign-in settings from this profile")
-	configFile := fl.String("config", "", "profiles file")
-	org := fl.String("org", "", "only this organisation (name or id)")
-	asJSON := fl.Bool("json", false, "print JSON")
-	logLevel := fl.String("log-level", "warn", "log level")
-	fl.Parse(args)
-	if err := applyProfile(fl, *configFile, *profile); err != nil {
-		return err
-	}
-	log, err := newLogger(*logLevel)
+func runWorkspaces(o *workspacesFlags) error {
+	sf := &o.sf
+	log, err := newLogger(o.logLevel)
 	if err != nil {
 		return err
 	}
@@ -48,8 +69,8 @@ func runWorkspaces(args []string) error {
 		return explainLookup(err, "Evo Discovery at "+remote.RedactURL(lc.DiscoveryURL), creds)
 	}
 	orgs := d.Organizations
-	if *org != "" {
-		o, err := d.FindOrg(*org)
+	if o.org != "" {
+		o, err := d.FindOrg(o.org)
 		if err != nil {
 			return err
 		}
@@ -82,7 +103,7 @@ func runWorkspaces(args []string) error {
 			rows = append(rows, row{Org: o.Name, OrgID: o.ID.String(), Hub: hub.Name, HubURL: hub.URL, Workspace: w.Name, ID: w.ID.String(), Role: w.Role})
 		}
 	}
-	if *asJSON {
+	if o.asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		if rows == nil {
