@@ -18,12 +18,13 @@ import (
 	"syscall"
 
 	"github.com/sirupsen/logrus"
+	"gopkg.in/natefinch/lumberjack.v2"
 )
 
 const envReadyFD = "EVOFS_READY_FD"
 
 // runDaemonParent starts the child and waits for its first report.
-func runDaemonParent(args []string, logFile string) error {
+func runDaemonParent(args []string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("cannot find the evofs executable to start in the background: %w", err)
@@ -43,11 +44,10 @@ func runDaemonParent(args []string, logFile string) error {
 	}
 	defer devnull.Close()
 	cmd.Stdin, cmd.Stdout = devnull, devnull
+	// The child never keeps the caller's stderr (`$(evofs mount --daemon)`
+	// would wait for it to close): without --log-file it logs to
+	// evofs.log in its cache dir and says so when ready.
 	cmd.Stderr = devnull
-	if logFile == "" {
-		// No log file: the child's log goes where ours goes until we exit.
-		cmd.Stderr = os.Stderr
-	}
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return fmt.Errorf("cannot start evofs in the background: %w", err)
@@ -106,22 +106,94 @@ func notifyFailed(err error) {
 	}
 }
 
-// mountLogger is the mount's logger: stderr, or --log-file (appended, 0600).
-func mountLogger(mf *mountFlags) (*logrus.Entry, func(), error) {
+// mountLog is the mount's log output: stderr, or --log-file rotated by
+// lumberjack. Its writer never changes identity, so loggers derived from
+// it follow a later switch (a --daemon child learns its default log file,
+// in the cache dir, only once the workspace is resolved).
+type mountLog struct {
+	mu   sync.Mutex
+	w    io.Writer // nil: buffer until useFile
+	buf  []byte    // lines logged before there was somewhere to write
+	file *lumberjack.Logger
+}
+
+func (m *mountLog) Write(p []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.w == nil {
+		if len(m.buf) < 1<<20 {
+			m.buf = append(m.buf, p...)
+		}
+		return len(p), nil
+	}
+	m.w.Write(p) // a failed log write is dropped (see dropFailedWrites)
+	return len(p), nil
+}
+
+// useFile sends the log (and what was buffered) to a rotated file.
+func (m *mountLog) useFile(path string, maxSize byteSize, maxBackups int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.file = &lumberjack.Logger{Filename: path, MaxSize: max(1, int(int64(maxSize)>>20)), MaxBackups: maxBackups}
+	m.w = m.file
+	if len(m.buf) > 0 {
+		m.w.Write(m.buf)
+		m.buf = nil
+	}
+}
+
+// reopen closes the log file; the next line opens the path again (after
+// logrotate moved it away and sent SIGHUP).
+func (m *mountLog) reopen() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.file != nil {
+		m.file.Close()
+	}
+}
+
+func (m *mountLog) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.file != nil {
+		m.file.Close()
+	} else if m.w == nil && len(m.buf) > 0 {
+		os.Stderr.Write(m.buf) // never reached a file: better on stderr than lost
+	}
+}
+
+// mountLogger is the mount's logger (see mountLog). A --daemon child
+// without --log-file buffers until defaultLogFile is known.
+func mountLogger(mf *mountFlags) (*logrus.Entry, *mountLog, error) {
 	log, err := newLogger(mf.logLevel)
 	if err != nil {
 		return nil, nil, err
 	}
-	if mf.logFile == "" {
-		return log, func() {}, nil
+	switch mf.logFormat {
+	case "text":
+	case "json":
+		log.Logger.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, nil, usageErr(fmt.Errorf("--log-format %q: want text or json", mf.logFormat))
 	}
-	f, err := os.OpenFile(mf.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot open the log file: %w", err)
+	out := &mountLog{}
+	switch {
+	case mf.logFile != "":
+		f, err := os.OpenFile(mf.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cannot open the log file: %w", err)
+		}
+		f.Close()
+		out.useFile(mf.logFile, mf.logFileMaxSize, mf.logFileMaxBackups)
+	case readyPipe() == nil:
+		out.w = dropFailedWrites{os.Stderr}
 	}
-	log.Logger.SetOutput(f)
-	return log, func() { f.Close() }, nil
+	log.Logger.SetOutput(out)
+	return log, out, nil
 }
+
+// defaultLogFile is where a --daemon mount without --log-file logs.
+const defaultLogFile = "evofs.log"
 
 // quietUntilReady returns a logger like log that logs nothing until loud is
 // called, then at log's level.

@@ -51,15 +51,18 @@ type mountFlags struct {
 	maxDirRename                      byteSize
 	localPatterns                     string
 
-	signin          signinFlags
-	profile, config string
-	local, daemon   bool
-	allowNonEmpty   bool
-	logFile         string
-	umask           string
-	caFile          string
-	bwlimit         string
-	metricsAddr     string
+	signin            signinFlags
+	profile, config   string
+	local, daemon     bool
+	allowNonEmpty     bool
+	logFile           string
+	logFormat         string
+	logFileMaxSize    byteSize
+	logFileMaxBackups int
+	umask             string
+	caFile            string
+	bwlimit           string
+	metricsAddr       string
 }
 
 // defineMountFlags declares the mount flags on fl (also used to know which
@@ -74,7 +77,11 @@ func defineMountFlags(fl *pflag.FlagSet, m *mountFlags) {
 	fl.BoolVar(&m.local, "local", false, "mount the embedded local workspace (no account needed; its files live under --local-data)")
 	fl.BoolVar(&m.allowNonEmpty, "allow-non-empty", false, "mount over a folder that holds files (they are hidden until unmounted)")
 	fl.BoolVar(&m.daemon, "daemon", false, "run in the background; return once the mount is ready")
-	fl.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr")
+	fl.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr (rotated; reopened on SIGHUP; --daemon default: evofs.log in the cache dir)")
+	fl.StringVar(&m.logFormat, "log-format", "text", "log format: text or json")
+	m.logFileMaxSize = 100 << 20
+	fl.Var(&m.logFileMaxSize, "log-file-max-size", "rotate the log file when it passes this size (suffixes as --cache-size; whole MiB)")
+	fl.IntVar(&m.logFileMaxBackups, "log-file-max-backups", 5, "rotated log files kept (0: all)")
 	fl.StringVar(&m.umask, "umask", "", "octal umask applied to file and folder modes (e.g. 027; files show 0644 and folders 0755 before it)")
 	fl.StringVar(&m.bwlimit, "bwlimit", "", "cap blob transfers in bytes/s, RATE or UP:DOWN (e.g. 10M or 1M:20M; K/M/G are powers of 1024)")
 	fl.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; off when empty)")
@@ -146,7 +153,7 @@ func (m *mountFlags) finish(fl *pflag.FlagSet) error {
 // runMount mounts a workspace and serves it until unmounted or signalled.
 func runMount(mf *mountFlags, mountpoint string) (err error) {
 	if mf.daemon && os.Getenv(envReadyFD) == "" {
-		return runDaemonParent(os.Args[1:], mf.logFile)
+		return runDaemonParent(os.Args[1:])
 	}
 	// In a daemon child, tell the parent why the mount failed (it prints it).
 	defer func() {
@@ -154,11 +161,11 @@ func runMount(mf *mountFlags, mountpoint string) (err error) {
 			notifyFailed(err)
 		}
 	}()
-	log, closeLog, err := mountLogger(mf)
+	log, logOut, err := mountLogger(mf)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
+	defer logOut.close()
 	var umask uint64
 	if mf.umask != "" {
 		umask, _ = strconv.ParseUint(mf.umask, 8, 32) // validated when parsed
@@ -231,6 +238,12 @@ func runMount(mf *mountFlags, mountpoint string) (err error) {
 		return err
 	}
 	defer unlock()
+	readyNote := roleNote
+	if readyPipe() != nil && mf.logFile == "" {
+		path := filepath.Join(cacheDir, defaultLogFile)
+		logOut.useFile(path, mf.logFileMaxSize, mf.logFileMaxBackups)
+		readyNote = strings.TrimPrefix(roleNote+"; log in "+path, "; ")
+	}
 	upLimit, downLimit, _ := parseBwlimit(mf.bwlimit) // validated when parsed
 	rcfg := remote.Config{BaseURL: host, Org: org, Workspace: ws, Tokens: tokens,
 		UploadLimit: upLimit, DownloadLimit: downLimit, Logger: log.WithField("component", "remote")}
@@ -318,8 +331,19 @@ func runMount(mf *mountFlags, mountpoint string) (err error) {
 	if roleNote != "" {
 		log.Warn(roleNote)
 	}
-	notifyReady(roleNote)
+	notifyReady(readyNote)
+	sdNotify("READY=1", log)
 	loud()
+	// SIGHUP (logrotate) reopens the log file; it never stops the mount.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			logOut.reopen()
+			log.Info("SIGHUP: log file reopened")
+		}
+	}()
 	unmounted := make(chan struct{})
 	go func() { server.Wait(); close(unmounted) }()
 	select {
@@ -330,6 +354,7 @@ func runMount(mf *mountFlags, mountpoint string) (err error) {
 	case <-unmounted:
 		log.Info("unmounted")
 	}
+	sdNotify("STOPPING=1", log)
 	return shutdown(core, mf.shutdownTimeout, log)
 }
 
