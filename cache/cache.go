@@ -80,6 +80,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -125,6 +126,7 @@ type Cache struct {
 	log                         *logrus.Entry
 	ctx                         context.Context // fetch context; cancelled by Close
 	cancel                      context.CancelFunc
+	stats                       readStats      // Usage's counters
 	fetches                     sync.WaitGroup // running fetch goroutines
 	bufs                        sync.Pool      // *[]byte of chunkSize, for checksums
 
@@ -146,6 +148,30 @@ type Usage struct {
 	Entries  int
 	Pinned   int
 	Staging  int64 // bytes in staging files
+
+	// Since Open: reads served from present chunks (hits) or that had to
+	// fetch (misses), with their bytes; entries and bytes evicted.
+	Hits, Misses            int64
+	HitBytes, MissBytes     int64
+	Evictions, EvictedBytes int64
+}
+
+// readStats are the counters of Usage's "since Open" part (atomics: read
+// paths update them without any lock).
+type readStats struct {
+	hits, misses, hitBytes, missBytes atomic.Int64
+	evictions, evictedBytes           atomic.Int64
+}
+
+// countRead records one read of n bytes as a hit or a miss.
+func (r *readStats) countRead(hit bool, n int) {
+	if hit {
+		r.hits.Add(1)
+		r.hitBytes.Add(int64(n))
+	} else {
+		r.misses.Add(1)
+		r.missBytes.Add(int64(n))
+	}
 }
 
 // Open opens (or creates) the cache in cfg.Dir and reloads its index,
@@ -401,7 +427,9 @@ func (c *Cache) Remove(k Key) {
 // Usage reports current sizes.
 func (c *Cache) Usage() Usage {
 	c.mu.Lock()
-	u := Usage{Bytes: c.bytes, MaxBytes: c.maxBytes, Entries: len(c.entries)}
+	u := Usage{Bytes: c.bytes, MaxBytes: c.maxBytes, Entries: len(c.entries),
+		Hits: c.stats.hits.Load(), Misses: c.stats.misses.Load(), HitBytes: c.stats.hitBytes.Load(),
+		MissBytes: c.stats.missBytes.Load(), Evictions: c.stats.evictions.Load(), EvictedBytes: c.stats.evictedBytes.Load()}
 	for _, e := range c.entries {
 		if e.refs > 0 {
 			u.Pinned++
@@ -453,6 +481,8 @@ func (c *Cache) evictLocked() []*Entry {
 		if !ok {
 			break // the rest is pinned
 		}
+		c.stats.evictions.Add(1)
+		c.stats.evictedBytes.Add(e.counted)
 		c.dropLocked(e)
 		victims = append(victims, e)
 	}

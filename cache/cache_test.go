@@ -155,10 +155,14 @@ func TestFillAndReadExact(t *testing.T) {
 	if u := c.Usage(); u.Bytes != size || u.Entries != 1 || u.Pinned != 1 {
 		t.Fatalf("usage %+v", u)
 	}
+	u0 := c.Usage()
 	n := src.ncalls()
 	checkRead(t, e, 1, 0, size, noFetch(t))
 	if src.ncalls() != n {
 		t.Fatal("warm read fetched")
+	}
+	if u := c.Usage(); u0.Misses < 1 || u.Hits != u0.Hits+1 || u.HitBytes != u0.HitBytes+size || u.Misses != u0.Misses {
+		t.Fatalf("hit/miss counters: before the warm read %+v, after %+v", u0, u)
 	}
 	if _, err := e.ReadAt(context.Background(), make([]byte, 1), -1, nil); err == nil {
 		t.Fatal("negative offset accepted")
@@ -393,6 +397,9 @@ func TestEvictionLRU(t *testing.T) {
 	u := c.Usage()
 	if u.Bytes > u.MaxBytes || u.Entries != 3 {
 		t.Fatalf("usage %+v after eviction", u)
+	}
+	if u.Evictions != 1 || u.EvictedBytes != size {
+		t.Fatalf("eviction counters %+v, want 1 entry of %d bytes", u, size)
 	}
 	if n := len(contentFiles(t, c, ".data")); n != 3 {
 		t.Fatalf("%d content files, want 3", n)

@@ -124,6 +124,7 @@ func (e *Entry) ReadAt(ctx context.Context, p []byte, off int64, fetch FetchFunc
 		return 0, io.EOF
 	}
 	end := min(off+int64(len(p)), e.size)
+	e.c.stats.countRead(e.rangeVerified(off/e.c.chunkSize, (end-1)/e.c.chunkSize+1), int(end-off))
 	if err := e.fill(ctx, off, end, fetch); err != nil {
 		return 0, err
 	}
@@ -141,6 +142,7 @@ func (e *Entry) ReadPresent(p []byte, off int64) (n int, ok bool, err error) {
 	if !e.rangeVerified(off/e.c.chunkSize, (end-1)/e.c.chunkSize+1) {
 		return 0, false, nil
 	}
+	e.c.stats.countRead(true, int(end-off))
 	n, err = e.readFile(p, off, end)
 	return n, true, err
 }

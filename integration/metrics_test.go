@@ -102,6 +102,9 @@ func TestProcessMetricsMoveWithReadsAndPublishes(t *testing.T) {
 		{"evofs_fuse_op_duration_seconds", map[string]string{"op": "read"}, 1},
 		{"evofs_fuse_op_duration_seconds", map[string]string{"op": "write"}, 1},
 		{"evofs_fuse_op_duration_seconds", map[string]string{"op": "flush"}, 1},
+		{"evofs_publish_duration_seconds", map[string]string{"outcome": "published"}, 1},
+		{"evofs_cache_misses_total", nil, 1},
+		{"evofs_cache_miss_bytes_total", nil, float64(len(remoteData))},
 	}
 	for _, c := range checks {
 		b, a := metricSum(before, c.name, c.labels), metricSum(after, c.name, c.labels)

@@ -100,6 +100,7 @@ func (q *Queue) run(ctx context.Context, j *job) {
 		res Result
 		err error
 	)
+	start := time.Now()
 	if rec.State == StatePublished {
 		res = Result{Job: rec.Job, Meta: rec.Meta, ConflictPath: rec.ConflictPath}
 	} else {
@@ -108,7 +109,10 @@ func (q *Queue) run(ctx context.Context, j *job) {
 	if err == nil {
 		err = q.finish(ctx, j, res)
 	}
-	q.settle(j, res, err)
+	out := q.settle(j, res, err)
+	if q.cfg.ObservePublish != nil && rec.State != StatePublished {
+		q.cfg.ObservePublish(out.String(), time.Since(start))
+	}
 }
 
 // errStaging marks a local failure to read the staging file: not retryable.
@@ -403,12 +407,17 @@ const (
 	outSuperseded                // failed, and a newer job of its key is queued behind
 )
 
+// String names an outcome for Config.ObservePublish.
+func (o outcome) String() string {
+	return [...]string{"published", "cancelled", "closed", "retry", "failed", "superseded"}[o]
+}
+
 // settle records the outcome of an attempt, does the journal and staging
 // clean-up, and only then takes the job out of the queue (or makes it
 // schedulable again): once Wait sees a key empty, everything is done. The
 // job stays active meanwhile, so neither the scheduler nor a replace touches
 // it. q.mu is never held across I/O.
-func (q *Queue) settle(j *job, res Result, err error) {
+func (q *Queue) settle(j *job, res Result, err error) outcome {
 	q.mu.Lock()
 	rec := j.rec
 	var out outcome
@@ -511,6 +520,7 @@ func (q *Queue) settle(j *job, res Result, err error) {
 	q.notifyLocked()
 	q.mu.Unlock()
 	q.nudge()
+	return out
 }
 
 // undoCancelled runs after Cancel stopped j. If j may have created a file

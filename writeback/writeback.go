@@ -152,7 +152,12 @@ type Config struct {
 	// comes after that leaves the file alone, since its identity is the
 	// caller's to keep or delete (a rename over it keeps it).
 	OnPublished func(Result) (adopted bool)
-	Logger      *logrus.Entry
+	// ObservePublish, when set, is told the outcome ("published", "retry",
+	// "failed", "cancelled", "superseded", "closed") and duration of every
+	// publish attempt (register → upload → visible), from a worker without
+	// any lock held (metrics).
+	ObservePublish func(outcome string, d time.Duration)
+	Logger         *logrus.Entry
 }
 
 // ErrClosed is returned by Enqueue after Close.

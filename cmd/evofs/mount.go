@@ -281,13 +281,17 @@ func runMount(mf *mountFlags, mountpoint string) (err error) {
 			patterns = append(patterns, p)
 		}
 	}
+	wcfg := writeback.Config{Dir: filepath.Join(cacheDir, "journal"), Delay: mf.writeBackDelay, Transfers: mf.transfers,
+		Logger: log.WithField("component", "writeback")}
+	if met != nil {
+		wcfg.ObservePublish = met.Publish()
+	}
 	core, err := vfs.New(vfs.Config{
 		UID: uint32(mf.uid), GID: uint32(mf.gid), ReadOnly: readOnly,
 		PollInterval: mf.pollInterval, LocalPatterns: patterns, MaxDirRenameBytes: int64(mf.maxDirRename),
 		SyncClose: mf.syncClose, Umask: uint32(umask), ListingFile: filepath.Join(cacheDir, "listing.json"), ControlSocket: filepath.Join(cacheDir, control.SocketName),
-		Writeback: writeback.Config{Dir: filepath.Join(cacheDir, "journal"), Delay: mf.writeBackDelay, Transfers: mf.transfers,
-			Logger: log.WithField("component", "writeback")},
-		Logger: log.WithField("component", "vfs"),
+		Writeback: wcfg,
+		Logger:    log.WithField("component", "vfs"),
 	}, client, c)
 	if err != nil {
 		return err

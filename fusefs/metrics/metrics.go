@@ -150,6 +150,33 @@ func (m *Metrics) Cache(usage func() cache.Usage) {
 	g("evofs_cache_max_bytes", "The cache's byte budget.", func(u cache.Usage) float64 { return float64(u.MaxBytes) })
 	g("evofs_cache_entries", "Cached file versions.", func(u cache.Usage) float64 { return float64(u.Entries) })
 	g("evofs_staging_bytes", "Bytes in staging files (written, not yet published).", func(u cache.Usage) float64 { return float64(u.Staging) })
+	c := func(name, help string, f func(u cache.Usage) float64) {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(usage()) }))
+	}
+	c("evofs_cache_hits_total", "Reads served from content already in the cache.", func(u cache.Usage) float64 { return float64(u.Hits) })
+	c("evofs_cache_misses_total", "Reads that had to fetch from the service.", func(u cache.Usage) float64 { return float64(u.Misses) })
+	c("evofs_cache_hit_bytes_total", "Bytes of reads served from the cache.", func(u cache.Usage) float64 { return float64(u.HitBytes) })
+	c("evofs_cache_miss_bytes_total", "Bytes of reads that had to fetch.", func(u cache.Usage) float64 { return float64(u.MissBytes) })
+	c("evofs_cache_evictions_total", "Cached file versions evicted to stay within the budget.", func(u cache.Usage) float64 { return float64(u.Evictions) })
+	c("evofs_cache_evicted_bytes_total", "Bytes evicted to stay within the budget.", func(u cache.Usage) float64 { return float64(u.EvictedBytes) })
+}
+
+// Publish returns the observer for writeback.Config.ObservePublish: a
+// latency histogram of publish attempts by outcome and a failure counter.
+func (m *Metrics) Publish() func(outcome string, d time.Duration) {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "evofs_publish_duration_seconds",
+		Help:    "Publish attempts (register, upload, poll until visible) by outcome.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}, []string{"outcome"})
+	fails := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "evofs_publish_failures_total",
+		Help: "Failed publish attempts: retry (transient, tried again) or failed (for good)."}, []string{"kind"})
+	m.reg.MustRegister(h, fails)
+	return func(outcome string, d time.Duration) {
+		h.WithLabelValues(outcome).Observe(d.Seconds())
+		switch outcome {
+		case "retry", "failed", "superseded":
+			fails.WithLabelValues(outcome).Inc()
+		}
+	}
 }
 
 // Tokens registers the token source's refresh count when it keeps one.
