@@ -467,6 +467,13 @@ func (s *Server) signURLLocked(base string, org, ws, fid uuid.UUID, vid int64, s
 	if exp.Truncate(time.Second) != exp {
 		exp = exp.Truncate(time.Second).Add(time.Second)
 	}
+	if s.azure != nil {
+		u, err := s.azure.signedURL(fid, vid, sp == "wt", exp, filename)
+		if err != nil {
+			s.log.WithError(err).Error("azure blobs: signing a URL")
+		}
+		return u
+	}
 	se := exp.UTC().Format(time.RFC3339)
 	p := blobPath(org, ws, fid, vid)
 	rscd := "attachment; filename*=UTF-8''" + url.PathEscape(filename)

@@ -42,6 +42,7 @@
 package emulator
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -103,6 +104,9 @@ type Options struct {
 	Logger            *logrus.Entry    // request log; nil = silent
 	Seed              int64            // seed of the FailRate generator; 0 = 1
 	Link              Link             // network shaping of blob downloads; zero = none
+	// AzureBlobs, when set, keeps blobs in an Azure Storage account
+	// (Azurite) and issues its SAS URLs instead of serving blobs itself.
+	AzureBlobs *AzureBlobs
 	// Verify, when set, is asked first about every bearer token (e.g.
 	// IMS.Verify); Tokens are still accepted, and no token is accepted
 	// without one of the two.
@@ -162,16 +166,18 @@ type faultRule struct {
 // Server is the emulator. It implements http.Handler.
 type Server struct {
 	// immutable after New
-	log      *logrus.Entry
-	maxBlob  int64
-	numeric  bool
-	seeOther bool
-	tokens   map[string]Grant
-	verify   func(string) (Grant, bool)
-	store    blobStore
-	meta     *metaLog               // nil in memory mode
-	lock     io.Closer              // the data dir lock (nil in memory mode)
-	link     atomic.Pointer[shaper] // nil = downloads unshaped
+	log       *logrus.Entry
+	maxBlob   int64
+	numeric   bool
+	seeOther  bool
+	tokens    map[string]Grant
+	verify    func(string) (Grant, bool)
+	store     blobStore
+	meta      *metaLog               // nil in memory mode
+	lock      io.Closer              // the data dir lock (nil in memory mode)
+	azure     *azureStore            // the Azure blob backend, or nil
+	stopWatch context.CancelFunc     // stops watchUploads (azure only)
+	link      atomic.Pointer[shaper] // nil = downloads unshaped
 
 	mu         sync.Mutex
 	ttl        time.Duration // guarded by mu
@@ -231,8 +237,18 @@ func New(o Options) (*Server, error) {
 	}
 	s.key = newKey()
 	s.SetLink(o.Link)
+	if o.AzureBlobs != nil {
+		a, err := newAzureStore(*o.AzureBlobs)
+		if err != nil {
+			return nil, err
+		}
+		s.azure = a
+	}
 	if o.DataDir == "" {
 		s.store = memStore{}
+		if s.azure != nil {
+			s.store = s.azure
+		}
 	} else {
 		// One process owns a data dir: two would each replay the log and
 		// then append records the other never sees.
@@ -246,12 +262,20 @@ func New(o Options) (*Server, error) {
 			return nil, err
 		}
 		s.store = ds
+		if s.azure != nil {
+			s.store = s.azure
+		}
 		ml, err := openMetaLog(o.DataDir, s.replay)
 		if err != nil {
 			lock.Close()
 			return nil, err
 		}
 		s.meta, s.lock = ml, lock
+	}
+	if s.azure != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopWatch = cancel
+		go s.watchUploads(ctx, s.azure)
 	}
 	return s, nil
 }
@@ -272,6 +296,9 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
 	if s.meta != nil {
 		err := s.meta.close()
 		s.lock.Close()
