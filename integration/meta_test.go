@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -218,5 +219,68 @@ func TestMetaNameTooLong(t *testing.T) {
 	}
 	if err := os.Symlink("x", m.path(long)); !errors.Is(err, syscall.ENAMETOOLONG) {
 		t.Fatalf("symlink: %v", err)
+	}
+}
+
+// runAs runs a program as another user (setpriv) and returns its output and error.
+func runAs(t *testing.T, uid int, args ...string) (string, error) {
+	t.Helper()
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv is not installed")
+	}
+	id := fmt.Sprint(uid)
+	cmd := exec.Command(setpriv, append([]string{"--reuid=" + id, "--regid=" + id, "--clear-groups", "--"}, args...)...)
+	cmd.Dir = os.TempDir()
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestMetaAllowOtherEnforcesModes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to act as a second user")
+	}
+	m := mountT(t, mountOpts{allowOther: true, writeBackDelay: 50 * time.Millisecond})
+	if err := os.Chmod(filepath.Dir(m.dir), 0o755); err != nil { // t.TempDir is 0700
+		t.Fatal(err)
+	}
+	const nobody = 65534
+	writeFile(t, m.path("public"), []byte("pub"))
+	writeFile(t, m.path("private"), []byte("priv"))
+	os.Chmod(m.path("public"), 0o644)
+	os.Chmod(m.path("private"), 0o600)
+	if out, err := runAs(t, nobody, "cat", m.path("public")); err != nil || out != "pub" {
+		t.Fatalf("a second user reading a 0644 file: %q %v", out, err)
+	}
+	if out, err := runAs(t, nobody, "cat", m.path("private")); err == nil || !strings.Contains(out, "Permission denied") {
+		t.Fatalf("a second user reading a 0600 file: %q %v, want refused", out, err)
+	}
+	if out, err := runAs(t, nobody, "touch", m.path("mine")); err == nil {
+		t.Fatalf("a second user creating in a 0755 root-owned folder: %q, want refused", out)
+	}
+	// a sticky shared folder: anyone creates, only owners delete
+	if err := os.Mkdir(m.path("shared"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Chmod(m.path("shared"), 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, m.path("shared/roots"), []byte("r"))
+	os.Chmod(m.path("shared/roots"), 0o666)
+	if out, err := runAs(t, nobody, "sh", "-c", "echo n > "+m.path("shared/theirs")); err != nil {
+		t.Fatalf("a second user creating in a sticky 1777 folder: %q %v", out, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(m.path("shared/theirs"), &st); err != nil || st.Uid != nobody || st.Gid != nobody {
+		t.Fatalf("owner of a file the second user made: %d:%d %v", st.Uid, st.Gid, err)
+	}
+	if out, err := runAs(t, nobody, "rm", "-f", m.path("shared/roots")); err == nil {
+		t.Fatalf("a second user deleting root's file in a sticky folder: %q, want refused", out)
+	}
+	if out, err := runAs(t, nobody, "chown", "0", m.path("shared/theirs")); err == nil {
+		t.Fatalf("a non-root chown: %q, want EPERM", out)
+	}
+	if _, err := os.Stat(m.path("shared/roots")); err != nil {
+		t.Fatalf("root's file: %v", err)
 	}
 }
