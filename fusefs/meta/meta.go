@@ -31,7 +31,7 @@
 //   - recs holds exactly the records the log on disk replays to (after
 //     every successful Set/Delete/Move/Retain), guarded by mu.
 //   - Move(from, to) moves from and every key under from+"/" to the same
-//     place under to, replacing what was there.
+//     place under to, replacing what was there; MoveOne moves one key.
 //   - The store never interprets records: merging with remote state is the
 //     caller's business.
 package meta
@@ -93,7 +93,7 @@ const (
 )
 
 type op struct {
-	Op   string   `json:"op"` // set, del, mv
+	Op   string   `json:"op"` // set, del, mv (a subtree), mv1 (one key)
 	Key  string   `json:"k"`
 	To   string   `json:"to,omitempty"`
 	Rec  *Record  `json:"r,omitempty"`
@@ -217,6 +217,13 @@ func (s *Store) apply(o op) {
 		for _, k := range o.Keys {
 			delete(s.recs, k)
 		}
+	case "mv1":
+		r, ok := s.recs[o.Key]
+		delete(s.recs, o.To)
+		if ok {
+			delete(s.recs, o.Key)
+			s.recs[o.To] = r
+		}
 	case "mv":
 		moved := map[string]Record{}
 		for k, r := range s.recs {
@@ -285,7 +292,21 @@ func (s *Store) Delete(key string) error {
 	return s.appendLocked(op{Op: "del", Key: key})
 }
 
-// Move moves from and every key under from+"/" to to (see the package doc).
+// MoveOne moves the record of from (only) to to, replacing to's. It costs
+// the same whatever the store's size (use it for files).
+func (s *Store) MoveOne(from, to string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, src := s.recs[from]
+	_, dst := s.recs[to]
+	if from == to || !src && !dst {
+		return nil
+	}
+	return s.appendLocked(op{Op: "mv1", Key: from, To: to})
+}
+
+// Move moves from and every key under from+"/" to to (see the package
+// doc), replacing what was there. It looks at every record (use it for folders).
 func (s *Store) Move(from, to string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

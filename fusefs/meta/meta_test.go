@@ -52,13 +52,21 @@ func TestMoveFollowsSubtreeAndReplaces(t *testing.T) {
 	if err := s.Move("d", "t"); err != nil {
 		t.Fatal(err)
 	}
+	s.Set("one", Record{Mtime: 9})
+	s.Set("dd/z2", Record{Mtime: 1})
+	if err := s.MoveOne("one", "dd/z2"); err != nil {
+		t.Fatal(err)
+	}
 	s.Close()
 	s = open(t, dir)
-	want := map[string]bool{"t": true, "t/x": true, "t/e/y": true, "dd/z": true}
+	want := map[string]bool{"t": true, "t/x": true, "t/e/y": true, "dd/z": true, "dd/z2": true}
 	got := map[string]bool{}
 	s.Range(func(k string, r Record) { got[k] = true })
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("keys %v, want %v", got, want)
+	}
+	if r, _ := s.Get("dd/z2"); r.Mtime != 9 {
+		t.Fatalf("MoveOne did not replace: %+v", r)
 	}
 	if r, _ := s.Get("t/e/y"); r.Mtime != int64(len("d/e/y")) {
 		t.Fatalf("moved record %+v", r)

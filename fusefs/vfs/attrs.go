@@ -149,9 +149,17 @@ func (f *FS) deleteMetaLocked(n *Node) {
 	}
 }
 
-// moveMeta moves the records of a renamed node (and what is below it).
-func (f *FS) moveMeta(from, to string) {
-	if err := f.meta.Move(from, to); err != nil {
+// moveMetaLocked moves the records of a renamed node (and, for a folder,
+// what is below it) from path from to n's path.
+func (f *FS) moveMetaLocked(n *Node, from string) {
+	to := f.pathLocked(n)
+	var err error
+	if n.dir {
+		err = f.meta.Move(from, to)
+	} else {
+		err = f.meta.MoveOne(from, to)
+	}
+	if err != nil {
 		f.log.WithError(err).WithField("path", from).Warn("the times and modes did not follow the rename")
 	}
 }
@@ -372,7 +380,7 @@ func (f *FS) renameLocalNode(ctx context.Context, src, dst, newDir *Node, newNam
 	from := f.pathLocked(src)
 	f.detachLocked(src)
 	f.attachLocked(newDir, newName, src)
-	f.moveMeta(from, f.pathLocked(src))
+	f.moveMetaLocked(src, from)
 	f.gen++
 	src.touched = f.gen
 	src.ctime = time.Now()

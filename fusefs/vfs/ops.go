@@ -156,7 +156,7 @@ func (f *FS) Rename(ctx context.Context, oldDir *Node, oldName string, newDir *N
 			from := f.pathLocked(src)
 			delete(oldDir.children, remote.FoldName(oldName))
 			f.attachLocked(newDir, newName, src)
-			f.moveMeta(from, f.pathLocked(src))
+			f.moveMetaLocked(src, from)
 			f.gen++
 		}
 		f.mu.Unlock()
@@ -255,7 +255,7 @@ func (f *FS) renameFile(ctx context.Context, src, dst, newDir *Node, newName str
 	from := f.pathLocked(src)
 	f.detachLocked(src)
 	f.attachLocked(newDir, newName, src)
-	f.moveMeta(from, newPath)
+	f.moveMetaLocked(src, from)
 	f.gen++
 	src.touched = f.gen
 	src.ctime = time.Now()
@@ -432,7 +432,7 @@ func (f *FS) renameDir(ctx context.Context, src, dst, newDir *Node, newName stri
 	from := f.pathLocked(src)
 	f.detachLocked(src)
 	f.attachLocked(newDir, newName, src)
-	f.moveMeta(from, f.pathLocked(src))
+	f.moveMetaLocked(src, from)
 	src.ctime = time.Now()
 	oldParent.mtime, newDir.mtime = src.ctime, src.ctime
 	src.explicitDir = true // keep it even if it holds no files
