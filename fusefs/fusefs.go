@@ -248,6 +248,7 @@ var (
 	_ fs.NodeSymlinker   = (*node)(nil)
 	_ fs.NodeReadlinker  = (*node)(nil)
 	_ fs.NodeMknoder     = (*node)(nil)
+	_ fs.NodeLinker      = (*node)(nil)
 )
 
 func (n *node) fill(a vfs.Attr, out *fuse.Attr) {
@@ -358,6 +359,12 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, n.m.errno("symlink", name, err)
 	}
 	return n.child(ctx, c, out), 0
+}
+
+// Link is refused with EPERM (what Linux file systems without hard links
+// answer): a node has exactly one name, and the service has no links.
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
 }
 
 // Readlink returns a symlink's target.

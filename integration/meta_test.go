@@ -220,6 +220,10 @@ func TestMetaNameTooLong(t *testing.T) {
 	if err := os.Symlink("x", m.path(long)); !errors.Is(err, syscall.ENAMETOOLONG) {
 		t.Fatalf("symlink: %v", err)
 	}
+	writeFile(t, m.path("a"), []byte("a"))
+	if err := os.Link(m.path("a"), m.path("b")); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("hard link: %v, want EPERM", err)
+	}
 }
 
 // runAs runs a program as another user (setpriv) and returns its output and error.

@@ -299,3 +299,29 @@ func TestDamagedStoreStillStarts(t *testing.T) {
 		t.Fatal("the damage was not reported")
 	}
 }
+
+func TestConflictCopyKeepsMode(t *testing.T) {
+	e := newSeeded(t, coreOpts{delay: time.Hour}, map[string][]byte{"tool.sh": []byte("base")})
+	n := e.mustNode("tool.sh")
+	if err := e.core.Setattr(n, SetAttr{Mode: u32(0o755)}, Caller{}); err != nil {
+		t.Fatal(err)
+	}
+	h := e.open("tool.sh", syscall.O_RDWR)
+	e.write(h, []byte("LOCAL"), 0)
+	e.put("tool.sh", []byte("theirs"))
+	e.closeH(h)
+	e.drain()
+	e.refresh()
+	var conflict string
+	for _, p := range e.remotePaths() {
+		if strings.HasPrefix(p, "tool (conflict ") {
+			conflict = p
+		}
+	}
+	if conflict == "" {
+		t.Fatalf("no conflict copy: %v", e.remotePaths())
+	}
+	if m := e.core.Attr(e.mustNode(conflict)).Mode; m != syscall.S_IFREG|0o755 {
+		t.Fatalf("conflict copy mode %o, want its original's 0755", m)
+	}
+}

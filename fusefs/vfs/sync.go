@@ -172,7 +172,12 @@ func (f *FS) onPublished(r writeback.Result) (adopted bool) {
 	f.gen++
 	n.touched = f.gen
 	if r.ConflictPath != "" {
-		// Our bytes live on in the conflict copy.
+		// Our bytes live on in the conflict copy, with our mode, owner and times.
+		rec := f.recordLocked(n)
+		rec.Version = string(r.Meta.VersionID)
+		if err := f.meta.Set(r.Meta.FullPath(), rec); err != nil {
+			log.WithError(err).Warn("the conflict copy does not keep the file's mode")
+		}
 		if n.local != nil && n.local.path == r.Job.Staging && n.writers > 0 {
 			n.staleBase = true // the last close decides (handle.go Release)
 		}
