@@ -288,3 +288,47 @@ func TestMetaAllowOtherEnforcesModes(t *testing.T) {
 		t.Fatalf("root's file: %v", err)
 	}
 }
+
+func TestMetaGitCloneAndTarAcrossRemount(t *testing.T) {
+	cacheDir := t.TempDir()
+	m := mountT(t, mountOpts{cacheDir: cacheDir, writeBackDelay: 50 * time.Millisecond})
+	src := t.TempDir()
+	git := func(dir string, args ...string) string {
+		return runProgram(t, "git", append([]string{"-C", dir, "-c", "user.name=T", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"}, args...)...)
+	}
+	git(src, "init", "-q")
+	os.WriteFile(filepath.Join(src, "build.sh"), []byte("#!/bin/sh\necho built\n"), 0o755)
+	os.WriteFile(filepath.Join(src, "README"), []byte("hello\n"), 0o644)
+	os.Symlink("README", filepath.Join(src, "LINK"))
+	git(src, "add", "-A")
+	git(src, "commit", "-q", "-m", "first")
+	runProgram(t, "git", "clone", "-q", src, m.path("clone"))
+	if out := git(m.path("clone"), "status", "--porcelain"); strings.TrimSpace(out) != "" {
+		t.Fatalf("git status after clone:\n%s", out)
+	}
+	// tar xpf keeps times and modes
+	arch := filepath.Join(t.TempDir(), "a.tar")
+	tsrc := t.TempDir()
+	os.WriteFile(filepath.Join(tsrc, "x.bin"), []byte("x"), 0o700)
+	old := time.Unix(1_111_111_111, 0)
+	os.Chtimes(filepath.Join(tsrc, "x.bin"), old, old)
+	runProgram(t, "tar", "-C", tsrc, "-cf", arch, "x.bin")
+	os.Mkdir(m.path("untar"), 0o755)
+	runProgram(t, "tar", "-C", m.path("untar"), "-xpf", arch)
+	m.drain()
+
+	m = remount(t, m, cacheDir)
+	if out := git(m.path("clone"), "status", "--porcelain"); strings.TrimSpace(out) != "" {
+		t.Fatalf("git status after a remount:\n%s", out)
+	}
+	if got, err := os.Readlink(m.path("clone/LINK")); err != nil || got != "README" {
+		t.Fatalf("the clone's symlink after a remount: %q %v", got, err)
+	}
+	if out := runProgram(t, "sh", "-c", m.path("clone/build.sh")); strings.TrimSpace(out) != "built" {
+		t.Fatalf("the clone's script: %q", out)
+	}
+	fi, err := os.Stat(m.path("untar/x.bin"))
+	if err != nil || fi.Mode().Perm() != 0o700 || !fi.ModTime().Equal(old) {
+		t.Fatalf("tar xpf after a remount: %v %v", fi, err)
+	}
+}
