@@ -332,3 +332,22 @@ func TestMetaGitCloneAndTarAcrossRemount(t *testing.T) {
 		t.Fatalf("tar xpf after a remount: %v %v", fi, err)
 	}
 }
+
+func TestMetaMakeRebuildsNothingAfterRemount(t *testing.T) {
+	cacheDir := t.TempDir()
+	m := mountT(t, mountOpts{cacheDir: cacheDir, writeBackDelay: 50 * time.Millisecond})
+	os.Mkdir(m.path("proj"), 0o755)
+	writeFile(t, m.path("proj/Makefile"), []byte("out.txt: in.txt\n\tcp in.txt out.txt\n"))
+	// the target reaches the service before its input (so the service's
+	// modified_at alone would call it stale), but its time says it is newer
+	writeFile(t, m.path("proj/out.txt"), []byte("source\n"))
+	m.waitRemote("proj/out.txt", []byte("source\n"))
+	writeFile(t, m.path("proj/in.txt"), []byte("source\n"))
+	m.waitRemote("proj/in.txt", []byte("source\n"))
+	now := time.Now()
+	os.Chtimes(m.path("proj/in.txt"), now.Add(-time.Hour), now.Add(-time.Hour))
+	os.Chtimes(m.path("proj/out.txt"), now.Add(-30*time.Minute), now.Add(-30*time.Minute))
+	runProgram(t, "make", "-s", "-q", "-C", m.path("proj"))
+	m = remount(t, m, cacheDir)
+	runProgram(t, "make", "-s", "-q", "-C", m.path("proj")) // exits 1 if out.txt must be rebuilt
+}
