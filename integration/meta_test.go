@@ -351,3 +351,55 @@ func TestMetaMakeRebuildsNothingAfterRemount(t *testing.T) {
 	m = remount(t, m, cacheDir)
 	runProgram(t, "make", "-s", "-q", "-C", m.path("proj")) // exits 1 if out.txt must be rebuilt
 }
+
+// The binary: --file-mode/--dir-mode for what was never chmod-ed, and what
+// was set before a kill -9 is there after the restart (published and
+// pending files alike).
+func TestProcessKill9KeepsMetadata(t *testing.T) {
+	requireFUSE(t)
+	ts := newProcServer(t, emulator.Options{})
+	ts.PutFile(ts.Org, ts.Workspace, "from/service.txt", []byte("s"))
+	mp, cacheDir := t.TempDir(), t.TempDir()
+	args := []string{"--write-back-delay", "1h", "--file-mode", "0600", "--dir-mode", "0700"}
+	p := mountEvofs(t, "mount(meta)", ts, mp, cacheDir, args...)
+	if fi, err := os.Stat(filepath.Join(mp, "from/service.txt")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("--file-mode 0600: %v %v", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Join(mp, "from")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("--dir-mode 0700: %v %v", fi, err)
+	}
+	set := time.Unix(1_300_000_000, 999)
+	chm := func(rel string, mode uint32) {
+		if err := unix.Chmod(filepath.Join(mp, rel), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(filepath.Join(mp, rel), set, set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chm("from/service.txt", 0o751)
+	writeIn(t, mp, "pending.sh", []byte("#!/bin/sh\n"))
+	chm("pending.sh", 0o755)
+	if err := os.Symlink("pending.sh", filepath.Join(mp, "ln")); err != nil {
+		t.Fatal(err)
+	}
+	p.kill9()
+
+	p = mountEvofs(t, "mount(after kill)", ts, mp, cacheDir, args...)
+	for _, c := range []struct {
+		rel  string
+		mode os.FileMode
+	}{{"from/service.txt", 0o751}, {"pending.sh", 0o755}} {
+		fi, err := os.Stat(filepath.Join(mp, c.rel))
+		if err != nil || fi.Mode().Perm() != c.mode || !fi.ModTime().Equal(set) {
+			t.Fatalf("%s after kill -9: %v %v, want %o at %v", c.rel, fi, err, c.mode, set)
+		}
+	}
+	if got, err := os.Readlink(filepath.Join(mp, "ln")); err != nil || got != "pending.sh" {
+		t.Fatalf("symlink after kill -9: %q %v", got, err)
+	}
+	if !eventually(t, 10*time.Second, func() bool { return syscall.Unmount(mp, 0) == nil }) {
+		t.Fatalf("umount %s kept failing", mp)
+	}
+	p.expectCleanExit(60 * time.Second)
+}
