@@ -174,7 +174,22 @@ func TestMetaSymlinkAndFIFOAcrossRemount(t *testing.T) {
 	}
 	runProgram(t, "ln", "-s", "../d/target.txt", m.path("rel"))
 	m.waitRemote("d/target.txt", []byte("t"))
+	// lchown and utimensat(AT_SYMLINK_NOFOLLOW) change the link, not its target
+	if err := unix.Lchown(m.path("d/link"), 123, 456); err != nil {
+		t.Fatal(err)
+	}
+	lt := time.Unix(1_000_000_000, 1)
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, m.path("d/link"), []unix.Timespec{unix.NsecToTimespec(lt.UnixNano()), unix.NsecToTimespec(lt.UnixNano())}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		t.Fatal(err)
+	}
 	m = remount(t, m, cacheDir)
+	var lst unix.Stat_t
+	if err := unix.Lstat(m.path("d/link"), &lst); err != nil || lst.Uid != 123 || lst.Gid != 456 || lst.Mtim.Sec != lt.Unix() || lst.Mtim.Nsec != 1 {
+		t.Fatalf("symlink owner/time after remount: %d:%d %d.%d %v", lst.Uid, lst.Gid, lst.Mtim.Sec, lst.Mtim.Nsec, err)
+	}
+	if err := unix.Stat(m.path("d/target.txt"), &lst); err != nil || lst.Uid == 123 || lst.Mtim.Sec == lt.Unix() {
+		t.Fatalf("the target changed with its link: %d %d %v", lst.Uid, lst.Mtim.Sec, err)
+	}
 	if got, err := os.Readlink(m.path("d/link")); err != nil || got != "target.txt" {
 		t.Fatalf("readlink after remount: %q %v", got, err)
 	}

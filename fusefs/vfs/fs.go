@@ -39,7 +39,9 @@
 // except the staging file's bytes; Node.io serialises content I/O against
 // staging swaps (writers and swaps take it exclusively, readers shared).
 // Neither lock is held while calling the remote service, except Node.io
-// during a content copy of that node. writeback calls onPublished without
+// during a content copy of that node. The metadata store (fusefs/meta;
+// see attrs.go) is written with FS.mu held: FS.mu → the store's own lock,
+// and the store calls nothing back. writeback calls onPublished without
 // its own lock held, so FS.mu → writeback calls are safe.
 package vfs
 
