@@ -76,8 +76,16 @@ func (f *FS) defaultPerm(dir bool) uint32 {
 	return f.cfg.FileMode &^ (f.cfg.Umask & 0o777)
 }
 
-// setNewAttrLocked gives a new node its mode and owner.
-func (f *FS) setNewAttrLocked(n *Node, a NewAttr) {
+// setNewAttrLocked gives a new node under dir its mode and owner. In a
+// set-group-ID folder the node takes the folder's group, and a folder
+// the set-group-ID bit too, as on a local disk.
+func (f *FS) setNewAttrLocked(dir, n *Node, a NewAttr) {
+	if da := f.attrLocked(dir); da.Mode&syscall.S_ISGID != 0 {
+		a.GID = da.GID
+		if n.dir {
+			a.Mode |= syscall.S_ISGID
+		}
+	}
 	n.perm = a.Mode & 0o7777
 	n.has |= meta.HasMode
 	n.uid, n.gid = a.UID, a.GID
@@ -194,6 +202,11 @@ func (f *FS) restoreMetaLocked() {
 		if len(segs) == 0 {
 			return
 		}
+		for d, i := f.root, 0; i < len(segs)-1 && d != nil; i++ {
+			if d = d.children[remote.FoldName(segs[i])]; d != nil && !d.dir {
+				return // a file of the service holds the folder's name: the node goes
+			}
+		}
 		dir := f.mkdirAllLocked(segs[:len(segs)-1])
 		name := segs[len(segs)-1]
 		if dir.children[remote.FoldName(name)] != nil {
@@ -293,7 +306,7 @@ func (f *FS) makeLocalNode(dir *Node, name string, kind meta.Kind, target string
 	}
 	n := f.newNodeLocked(false)
 	n.kind, n.target, n.rdev = kind, target, rdev
-	f.setNewAttrLocked(n, a)
+	f.setNewAttrLocked(dir, n, a)
 	f.attachLocked(dir, name, n)
 	f.gen++
 	n.touched = f.gen

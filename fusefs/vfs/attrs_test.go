@@ -325,3 +325,43 @@ func TestConflictCopyKeepsMode(t *testing.T) {
 		t.Fatalf("conflict copy mode %o, want its original's 0755", m)
 	}
 }
+
+func TestSetgidFolderGivesItsGroup(t *testing.T) {
+	e := newCore(t, coreOpts{})
+	d, err := e.core.MkdirAs(e.core.Root(), "team", NewAttr{Mode: 0o2775, UID: 1000, GID: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := e.core.MkdirAs(d, "sub", NewAttr{Mode: 0o755, UID: 2000, GID: 2000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := e.core.Attr(sub); a.GID != 500 || a.UID != 2000 || a.Mode != syscall.S_IFDIR|0o2755 {
+		t.Fatalf("folder in a setgid folder: %d:%d %o", a.UID, a.GID, a.Mode)
+	}
+	n, h, _, err := e.core.CreateAs(ctxT(t), sub, "f", syscall.O_WRONLY|syscall.O_CREAT, NewAttr{Mode: 0o644, UID: 2000, GID: 2000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.closeH(h)
+	if a := e.core.Attr(n); a.GID != 500 || a.Mode != syscall.S_IFREG|0o644 {
+		t.Fatalf("file in a setgid folder: gid %d mode %o", a.GID, a.Mode)
+	}
+}
+
+func TestLocalNodeUnderReplacedFolderGoes(t *testing.T) {
+	e := newCore(t, coreOpts{})
+	d, _ := e.core.Mkdir(e.core.Root(), "a")
+	if _, err := e.core.Symlink(d, "l", "x", NewAttr{}); err != nil {
+		t.Fatal(err)
+	}
+	e.close()
+	e.put("a", []byte("now a file"))
+	e = newCore(t, coreOpts{ts: e.ts, dir: e.dir})
+	if n := e.mustNode("a"); n.IsDir() {
+		t.Fatal("a restored symlink turned the service's file into a folder")
+	}
+	if _, ok := e.core.meta.Get("a/l"); ok {
+		t.Fatal("the symlink's record was kept")
+	}
+}

@@ -154,7 +154,7 @@ func (f *FS) CreateAs(ctx context.Context, dir *Node, name string, flags int, a 
 	n.key = uuid.NewString()
 	n.local = &staging{path: file.Name(), f: file, dirty: true}
 	n.writers, n.handles = 1, 1
-	f.setNewAttrLocked(n, a)
+	f.setNewAttrLocked(dir, n, a)
 	f.attachLocked(dir, name, n)
 	f.byKey[n.key] = n
 	f.claimParkedLocked(n)

@@ -37,7 +37,7 @@ func (f *FS) MkdirAs(dir *Node, name string, a NewAttr) (*Node, error) {
 	}
 	n := f.newNodeLocked(true)
 	n.explicitDir = true
-	f.setNewAttrLocked(n, a)
+	f.setNewAttrLocked(dir, n, a)
 	f.attachLocked(dir, name, n)
 	f.gen++
 	dir.mtime, dir.ctime = n.mtime, n.mtime
