@@ -567,14 +567,6 @@ func (f *FS) Truncate(ctx context.Context, n *Node, h *Handle, size int64) error
 	return nil
 }
 
-// SetMtime records a new modification time (kept on this machine).
-func (f *FS) SetMtime(n *Node, t time.Time) {
-	f.mu.Lock()
-	n.mtime = t
-	f.saveMetaLocked(n)
-	f.mu.Unlock()
-}
-
 // Flush runs on every close of a descriptor: dirty content is handed to
 // writeback. It may run several times per handle.
 func (h *Handle) Flush(ctx context.Context) error {
