@@ -173,6 +173,10 @@ func TestMetaSymlinkAndFIFOAcrossRemount(t *testing.T) {
 		t.Fatal(err)
 	}
 	runProgram(t, "ln", "-s", "../d/target.txt", m.path("rel"))
+	if err := unix.Mknod(m.path("d/plain"), unix.S_IFREG|0o640, 0); err != nil {
+		t.Fatal(err)
+	}
+	m.waitRemote("d/plain", []byte{}) // a regular file from mknod is an ordinary, published file
 	m.waitRemote("d/target.txt", []byte("t"))
 	// lchown and utimensat(AT_SYMLINK_NOFOLLOW) change the link, not its target
 	if err := unix.Lchown(m.path("d/link"), 123, 456); err != nil {
@@ -205,8 +209,11 @@ func TestMetaSymlinkAndFIFOAcrossRemount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 1 {
-		t.Fatalf("local-only nodes reached the service: %d files", len(list))
+	if len(list) != 2 {
+		t.Fatalf("local-only nodes reached the service: %d files, want d/target.txt and d/plain", len(list))
+	}
+	if fi, err := os.Stat(m.path("d/plain")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("mknod S_IFREG 0640 after remount: %v %v", fi, err)
 	}
 	var st unix.Stat_t
 	unix.Stat(m.path("d"), &st)
