@@ -23,8 +23,8 @@
 // # Durability
 //
 // Appends are not fsynced one by one (a kill -9 loses nothing the kernel
-// has; Sync and Close fsync), so a power cut may lose the newest records
-// but never tears an older one.
+// has; Sync and Close fsync, and fusefs/vfs calls Sync every second), so a
+// power cut may lose the newest records but never tears an older one.
 //
 // # Invariants
 //
@@ -129,6 +129,7 @@ type Store struct {
 	recs     map[string]Record
 	logBytes int64
 	live     int64 // approximate bytes a compacted log would take
+	dirty    bool  // appended since the last Sync
 	stats    Stats
 }
 
@@ -402,6 +403,7 @@ func (s *Store) appendLocked(o op) error {
 		return fmt.Errorf("metadata store: %w", err)
 	}
 	s.apply(o)
+	s.dirty = true
 	if o.Op == "set" {
 		s.live += int64(len(buf))
 	}
@@ -460,14 +462,21 @@ func syncDir(dir string) {
 	}
 }
 
-// Sync makes every record so far durable.
+// Sync makes every record so far durable. The fsync runs without the
+// lock, so writers do not wait for the disk (a compaction meanwhile has
+// fsynced what it wrote itself).
 func (s *Store) Sync() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.f == nil {
+	f, dirty := s.f, s.dirty
+	s.dirty = false
+	s.mu.Unlock()
+	if f == nil || !dirty {
 		return nil
 	}
-	return s.f.Sync()
+	if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 // Close fsyncs and closes the log.

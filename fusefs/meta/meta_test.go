@@ -92,7 +92,24 @@ func TestConcurrentUpdates(t *testing.T) {
 			}
 		}(w)
 	}
+	stop := make(chan struct{})
+	synced := make(chan struct{})
+	go func() { // fsyncs race appends and compactions
+		defer close(synced)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				if err := s.Sync(); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	}()
 	wg.Wait()
+	close(stop)
+	<-synced
 	want := map[string]Record{}
 	s.Range(func(k string, r Record) { want[k] = r })
 	s.Close()

@@ -172,6 +172,24 @@ func (f *FS) moveMetaLocked(n *Node, from string) {
 	}
 }
 
+// syncMetaLoop makes the metadata store durable every second (a kill -9
+// loses nothing without it; a power cut loses at most that second).
+func (f *FS) syncMetaLoop() {
+	defer f.pollWG.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-t.C:
+			if err := f.meta.Sync(); err != nil {
+				f.log.WithError(err).Warn("metadata store: fsync")
+			}
+		}
+	}
+}
+
 // findLocked resolves a workspace path in the tree (nil if absent).
 func (f *FS) findLocked(p string) *Node {
 	n := f.root

@@ -306,6 +306,8 @@ func (f *FS) Start(ctx context.Context) error {
 		f.pollWG.Add(1)
 		go f.pollLoop()
 	}
+	f.pollWG.Add(1)
+	go f.syncMetaLoop()
 	return nil
 }
 
