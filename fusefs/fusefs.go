@@ -32,8 +32,10 @@ type Options struct {
 	AttrTimeout     time.Duration // default 1 s
 	EntryTimeout    time.Duration // default 1 s
 	NegativeTimeout time.Duration // default 0: new remote files show up at once
-	AllowOther      bool
-	Debug           bool // log every FUSE request
+	// AllowOther lets other users in; the kernel then enforces the
+	// stored modes (default_permissions), as on a local disk.
+	AllowOther bool
+	Debug      bool // log every FUSE request
 	// Observe, if set, hears each timed kernel operation's name and duration (metrics).
 	Observe func(op string, d time.Duration)
 	Logger  *logrus.Entry
@@ -56,12 +58,17 @@ func Mount(dir string, core *vfs.FS, o Options) (*fuse.Server, error) {
 	m := &mount{core: core, log: o.Logger, observe: o.Observe, inodes: map[uint64]*fs.Inode{}, events: make(chan event, 4096)}
 	root := &node{m: m, n: core.Root()}
 	neg := o.NegativeTimeout
+	var mopts []string
+	if o.AllowOther {
+		mopts = append(mopts, "default_permissions")
+	}
 	opts := &fs.Options{
 		MountOptions: fuse.MountOptions{
 			FsName:      "evofs",
 			Name:        "evofs",
 			DirectMount: os.Geteuid() == 0,
 			AllowOther:  o.AllowOther,
+			Options:     mopts,
 			MaxWrite:    1 << 20,
 			// let the kernel read ahead up to 1 MiB per request (the core
 			// reads further ahead from the service on its own)
@@ -238,6 +245,10 @@ var (
 	_ fs.NodeListxattrer = (*node)(nil)
 	_ fs.NodeStatfser    = (*node)(nil)
 	_ fs.NodeOnForgetter = (*node)(nil)
+	_ fs.NodeSymlinker   = (*node)(nil)
+	_ fs.NodeReadlinker  = (*node)(nil)
+	_ fs.NodeMknoder     = (*node)(nil)
+	_ fs.NodeLinker      = (*node)(nil)
 )
 
 func (n *node) fill(a vfs.Attr, out *fuse.Attr) {
@@ -248,18 +259,30 @@ func (n *node) fill(a vfs.Attr, out *fuse.Attr) {
 	out.Mode = a.Mode
 	out.Nlink = a.Nlink
 	out.Owner = fuse.Owner{Uid: a.UID, Gid: a.GID}
-	out.SetTimes(&a.Mtime, &a.Mtime, &a.Ctime)
+	out.Rdev = a.Rdev
+	out.SetTimes(&a.Atime, &a.Mtime, &a.Ctime)
+}
+
+// caller is who makes a kernel request (the mount's owner if unknown).
+func caller(ctx context.Context) vfs.Caller {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return vfs.Caller{UID: c.Uid, GID: c.Gid}
+	}
+	return vfs.Caller{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+}
+
+// newAttr is a new node's mode (the kernel has taken the caller's umask
+// off: go-fuse does not claim FUSE_DONT_MASK) and owner (the caller).
+func newAttr(ctx context.Context, mode uint32) vfs.NewAttr {
+	c := caller(ctx)
+	return vfs.NewAttr{Mode: mode & 0o7777, UID: c.UID, GID: c.GID}
 }
 
 // child wraps a core node as a kernel inode under n.
 func (n *node) child(ctx context.Context, c *vfs.Node, out *fuse.EntryOut) *fs.Inode {
 	a := n.m.core.Attr(c)
 	n.fill(a, &out.Attr)
-	mode := uint32(syscall.S_IFREG)
-	if c.IsDir() {
-		mode = syscall.S_IFDIR
-	}
-	in := n.NewInode(ctx, &node{m: n.m, n: c}, fs.StableAttr{Mode: mode, Ino: c.Ino()})
+	in := n.NewInode(ctx, &node{m: n.m, n: c}, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: c.Ino()})
 	n.m.remember(in)
 	return in
 }
@@ -292,8 +315,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	return 0
 }
 
-// Setattr handles truncate and mtime; mode and owner changes are accepted
-// and not persisted (the service has no such attributes).
+// Setattr handles truncate, and mode, owner and times (kept on this machine).
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if size, ok := in.GetSize(); ok {
 		var h *vfs.Handle
@@ -304,11 +326,79 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			return n.m.errno("truncate", n.m.core.Path(n.n), err)
 		}
 	}
-	if mtime, ok := in.GetMTime(); ok {
-		n.m.core.SetMtime(n.n, mtime)
+	var s vfs.SetAttr
+	if mode, ok := in.GetMode(); ok {
+		s.Mode = &mode
+	}
+	if uid, ok := in.GetUID(); ok {
+		s.UID = &uid
+	}
+	if gid, ok := in.GetGID(); ok {
+		s.GID = &gid
+	}
+	// UTIME_NOW comes resolved (FATTR_*_NOW); UTIME_OMIT leaves the flag unset
+	if at, ok := in.GetATime(); ok {
+		s.Atime = &at
+	}
+	if mt, ok := in.GetMTime(); ok {
+		s.Mtime = &mt
+	}
+	if s != (vfs.SetAttr{}) {
+		if err := n.m.core.Setattr(n.n, s, caller(ctx)); err != nil {
+			return n.m.errno("setattr", n.m.core.Path(n.n), err)
+		}
 	}
 	n.fill(n.m.core.Attr(n.n), &out.Attr)
 	return 0
+}
+
+// Symlink makes a symbolic link (kept on this machine only).
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	c, err := n.m.core.Symlink(n.n, name, target, newAttr(ctx, 0o777))
+	if err != nil {
+		return nil, n.m.errno("symlink", name, err)
+	}
+	return n.child(ctx, c, out), 0
+}
+
+// Link is refused with EPERM (what Linux file systems without hard links
+// answer): a node has exactly one name, and the service has no links.
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+
+// Readlink returns a symlink's target.
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	t, err := n.m.core.Readlink(n.n)
+	if err != nil {
+		return nil, n.m.errno("readlink", n.m.core.Path(n.n), err)
+	}
+	return []byte(t), 0
+}
+
+// Mknod makes a FIFO, socket or device node (kept on this machine only),
+// or an empty regular file.
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	kind, ok := vfs.KindOfMode(mode)
+	if !ok {
+		return nil, syscall.EINVAL
+	}
+	if kind == "" {
+		c, h, _, err := n.m.core.CreateAs(ctx, n.n, name, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL, newAttr(ctx, mode))
+		if err != nil {
+			return nil, n.m.errno("mknod", name, err)
+		}
+		if err := h.Flush(ctx); err != nil {
+			n.m.log.WithError(err).WithField("path", name).Warn("mknod: queueing the empty file")
+		}
+		h.Release()
+		return n.child(ctx, c, out), 0
+	}
+	c, err := n.m.core.Mknod(n.n, name, kind, dev, newAttr(ctx, mode))
+	if err != nil {
+		return nil, n.m.errno("mknod", name, err)
+	}
+	return n.child(ctx, c, out), 0
 }
 
 // Readdir lists a folder.
@@ -320,11 +410,7 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	}
 	out := make([]fuse.DirEntry, len(ents))
 	for i, e := range ents {
-		mode := uint32(syscall.S_IFREG)
-		if e.Dir {
-			mode = syscall.S_IFDIR
-		}
-		out[i] = fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: mode}
+		out[i] = fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode}
 	}
 	return fs.NewListDirStream(out), 0
 }
@@ -354,7 +440,7 @@ func (m *mount) newHandle(h *vfs.Handle, mode vfs.OpenMode) (*handle, uint32) {
 
 // Create makes and opens a new file.
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	c, h, om, err := n.m.core.Create(ctx, n.n, name, int(flags))
+	c, h, om, err := n.m.core.CreateAs(ctx, n.n, name, int(flags), newAttr(ctx, mode))
 	if err != nil {
 		return nil, nil, 0, n.m.errno("create", name, err)
 	}
@@ -364,7 +450,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 
 // Mkdir makes a folder.
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	c, err := n.m.core.Mkdir(n.n, name)
+	c, err := n.m.core.MkdirAs(n.n, name, newAttr(ctx, mode))
 	if err != nil {
 		return nil, n.m.errno("mkdir", name, err)
 	}

@@ -68,6 +68,7 @@ type mountOpts struct {
 	pollInterval   time.Duration
 	syncClose      bool
 	readOnly       bool
+	allowOther     bool
 	cacheDir       string // reuse a cache (remount); default fresh
 	cacheSize      int64
 	maxDirRename   int64
@@ -164,7 +165,7 @@ func mountOn(t testing.TB, ts *emulator.TestServer, o mountOpts) *testMount {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	server, err := fusefs.Mount(dir, core, fusefs.Options{Logger: log})
+	server, err := fusefs.Mount(dir, core, fusefs.Options{Logger: log, AllowOther: o.allowOther})
 	if err != nil {
 		core.Close()
 		c.Close()

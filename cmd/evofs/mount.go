@@ -60,6 +60,8 @@ type mountFlags struct {
 	logFileMaxSize    byteSize
 	logFileMaxBackups int
 	umask             string
+	fileMode          string
+	dirMode           string
 	caFile            string
 	bwlimit           string
 	metricsAddr       string
@@ -82,7 +84,9 @@ func defineMountFlags(fl *pflag.FlagSet, m *mountFlags) {
 	m.logFileMaxSize = 100 << 20
 	fl.Var(&m.logFileMaxSize, "log-file-max-size", "rotate the log file when it passes this size (suffixes as --cache-size; whole MiB)")
 	fl.IntVar(&m.logFileMaxBackups, "log-file-max-backups", 5, "rotated log files kept (0: all)")
-	fl.StringVar(&m.umask, "umask", "", "octal umask applied to file and folder modes (e.g. 027; files show 0644 and folders 0755 before it)")
+	fl.StringVar(&m.umask, "umask", "", "octal umask applied to the default file and folder modes (e.g. 027)")
+	fl.StringVar(&m.fileMode, "file-mode", "0644", "octal mode of files never chmod-ed on this machine (e.g. those from the service)")
+	fl.StringVar(&m.dirMode, "dir-mode", "0755", "octal mode of folders never chmod-ed on this machine")
 	fl.StringVar(&m.bwlimit, "bwlimit", "", "cap blob transfers in bytes/s, RATE or UP:DOWN (e.g. 10M or 1M:20M; K/M/G are powers of 1024)")
 	fl.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; off when empty)")
 	fl.StringVar(&m.cacheDir, "cache-dir", "", "cache directory (default: per org/workspace under the user's cache dir)")
@@ -144,6 +148,11 @@ func (m *mountFlags) finish(fl *pflag.FlagSet) error {
 			return usageErr(fmt.Errorf("--umask %q is not an octal number", m.umask))
 		}
 	}
+	for _, f := range []struct{ name, v string }{{"file-mode", m.fileMode}, {"dir-mode", m.dirMode}} {
+		if v, err := strconv.ParseUint(f.v, 8, 32); err != nil || v > 0o7777 || v == 0 {
+			return usageErr(fmt.Errorf("--%s %q is not an octal mode between 1 and 7777", f.name, f.v))
+		}
+	}
 	if _, _, err := parseBwlimit(m.bwlimit); err != nil {
 		return usageErr(err)
 	}
@@ -170,6 +179,8 @@ func runMount(mf *mountFlags, mountpoint string) (err error) {
 	if mf.umask != "" {
 		umask, _ = strconv.ParseUint(mf.umask, 8, 32) // validated when parsed
 	}
+	fileMode, _ := strconv.ParseUint(mf.fileMode, 8, 32) // validated when parsed
+	dirMode, _ := strconv.ParseUint(mf.dirMode, 8, 32)
 	// A closed stderr pipe (`evofs mount ... | tee log`, then Ctrl-C) must
 	// not kill the mount before it has unmounted and published: writes to
 	// it fail quietly instead (see newLogger).
@@ -289,7 +300,8 @@ func runMount(mf *mountFlags, mountpoint string) (err error) {
 	core, err := vfs.New(vfs.Config{
 		UID: uint32(mf.uid), GID: uint32(mf.gid), ReadOnly: readOnly,
 		PollInterval: mf.pollInterval, LocalPatterns: patterns, MaxDirRenameBytes: int64(mf.maxDirRename),
-		SyncClose: mf.syncClose, Umask: uint32(umask), ListingFile: filepath.Join(cacheDir, "listing.json"), ControlSocket: filepath.Join(cacheDir, control.SocketName),
+		SyncClose: mf.syncClose, Umask: uint32(umask), FileMode: uint32(fileMode), DirMode: uint32(dirMode),
+		MetaDir: filepath.Join(cacheDir, "meta"), ListingFile: filepath.Join(cacheDir, "listing.json"), ControlSocket: filepath.Join(cacheDir, control.SocketName),
 		Writeback: wcfg,
 		Logger:    log.WithField("component", "vfs"),
 	}, client, c)

@@ -149,5 +149,6 @@ var knownFlags = map[string]bool{
 	"read-only": true, "sync-close": true, "allow-other": true, "debug-fuse": true, "poll-interval": true,
 	"write-back-delay": true, "shutdown-timeout": true, "attr-ttl": true, "entry-ttl": true, "uid": true,
 	"gid": true, "transfers": true, "cache-size": true, "max-dir-rename": true, "local-patterns": true,
-	"allow-non-empty": true, "ca-file": true, "bwlimit": true, "metrics-addr": true,
+	"allow-non-empty": true, "ca-file": true, "bwlimit": true, "metrics-addr": true, "file-mode": true, "dir-mode": true,
+	"log-format": true, "log-file-max-size": true, "log-file-max-backups": true,
 }

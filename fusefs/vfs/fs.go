@@ -39,7 +39,9 @@
 // except the staging file's bytes; Node.io serialises content I/O against
 // staging swaps (writers and swaps take it exclusively, readers shared).
 // Neither lock is held while calling the remote service, except Node.io
-// during a content copy of that node. writeback calls onPublished without
+// during a content copy of that node. The metadata store (fusefs/meta;
+// see attrs.go) is written with FS.mu held: FS.mu → the store's own lock,
+// and the store calls nothing back. writeback calls onPublished without
 // its own lock held, so FS.mu → writeback calls are safe.
 package vfs
 
@@ -58,6 +60,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"evofs/cache"
+	"evofs/fusefs/meta"
 	"evofs/remote"
 	"evofs/writeback"
 )
@@ -76,8 +79,14 @@ type Config struct {
 	MaxDirRenameBytes int64
 	// SyncClose makes the last close of a written file wait until it is published.
 	SyncClose bool
-	// Umask is applied to the modes shown (0644 files, 0755 folders).
-	Umask uint32
+	// FileMode and DirMode are the permission bits of files and folders
+	// that have no mode of their own (never chmod-ed, or from the service);
+	// 0 means 0644 and 0755. Umask is taken off them.
+	FileMode, DirMode uint32
+	Umask             uint32
+	// MetaDir holds the metadata store (times, modes, owners, local-only
+	// nodes; see attrs.go). Default: "meta" in the cache folder.
+	MetaDir string
 	// PollOverlap is how far back each delta poll looks before the newest
 	// change it has seen, so that versions whose upload took a while (their
 	// modified_at is the registration time) are not missed. Default 15 min.
@@ -129,6 +138,7 @@ type FS struct {
 	client *remote.Client
 	cache  *cache.Cache
 	queue  *writeback.Queue
+	meta   *meta.Store // written under mu (attrs.go)
 	log    *logrus.Entry
 
 	// immutable after New
@@ -186,9 +196,22 @@ func New(cfg Config, client *remote.Client, c *cache.Cache) (*FS, error) {
 	if cfg.MaxDirRenameBytes == 0 {
 		cfg.MaxDirRenameBytes = 1 << 30
 	}
+	if cfg.FileMode == 0 {
+		cfg.FileMode = 0o644
+	}
+	if cfg.DirMode == 0 {
+		cfg.DirMode = 0o755
+	}
+	if cfg.MetaDir == "" {
+		cfg.MetaDir = filepath.Join(c.Dir(), "meta")
+	}
+	store, err := meta.Open(cfg.MetaDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening the metadata store: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &FS{
-		client: client, cache: c, log: cfg.Logger, cfg: cfg,
+		client: client, cache: c, meta: store, log: cfg.Logger, cfg: cfg,
 		ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
 		notify:  nopNotifier{},
 		nextIno: 2,
@@ -212,6 +235,7 @@ func New(cfg Config, client *remote.Client, c *cache.Cache) (*FS, error) {
 	if err != nil {
 		f.mu.Unlock()
 		cancel()
+		store.Close()
 		return nil, err
 	}
 	f.queue = q
@@ -268,6 +292,7 @@ func (f *FS) Start(ctx context.Context) error {
 		f.overlayJobLocked(st)
 		inJournal[filepath.Clean(st.Staging)] = true
 	}
+	f.restoreMetaLocked()
 	// Staging files nobody journaled were never closed before a crash: not data anyone was promised.
 	if n, err := f.cache.PruneStaging(func(p string) bool { return inJournal[filepath.Clean(p)] }); err != nil {
 		f.log.WithError(err).Warn("cleaning staging files")
@@ -281,6 +306,8 @@ func (f *FS) Start(ctx context.Context) error {
 		f.pollWG.Add(1)
 		go f.pollLoop()
 	}
+	f.pollWG.Add(1)
+	go f.syncMetaLoop()
 	return nil
 }
 
@@ -294,7 +321,11 @@ func (f *FS) Close() error {
 	if online {
 		f.saveListing()
 	}
-	return f.queue.Close()
+	err := f.queue.Close()
+	if merr := f.meta.Close(); err == nil {
+		err = merr
+	}
+	return err
 }
 
 // Drain publishes everything pending, waiting until ctx ends.

@@ -67,6 +67,9 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 	if n.dir {
 		return nil, mode, ErrIsDir
 	}
+	if n.kind != "" {
+		return nil, mode, ErrInvalid // the kernel opens FIFOs and devices itself
+	}
 	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	trunc := flags&syscall.O_TRUNC != 0
 	if (write || trunc) && f.cfg.ReadOnly {
@@ -116,10 +119,15 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 // Create makes a new empty file and opens it. If the name exists (in
 // another case, or created meanwhile) it opens that file instead.
 func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*Node, *Handle, OpenMode, error) {
+	return f.CreateAs(ctx, dir, name, flags, f.defaultNewAttr(false))
+}
+
+// CreateAs is Create with the new file's mode and owner.
+func (f *FS) CreateAs(ctx context.Context, dir *Node, name string, flags int, a NewAttr) (*Node, *Handle, OpenMode, error) {
 	if f.cfg.ReadOnly {
 		return nil, nil, OpenMode{}, ErrReadOnly
 	}
-	if err := remote.ValidateName(name); err != nil {
+	if err := checkName(name); err != nil {
 		return nil, nil, OpenMode{}, err
 	}
 	f.mu.Lock()
@@ -131,7 +139,7 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*No
 		h, mode, err := f.Open(ctx, cur, flags)
 		return cur, h, mode, err
 	}
-	if err := remote.ValidatePath(f.pathLocked(dir) + "/" + name); err != nil {
+	if err := checkPath(f.pathLocked(dir) + "/" + name); err != nil {
 		f.mu.Unlock()
 		return nil, nil, OpenMode{}, err
 	}
@@ -146,12 +154,15 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*No
 	n.key = uuid.NewString()
 	n.local = &staging{path: file.Name(), f: file, dirty: true}
 	n.writers, n.handles = 1, 1
+	f.setNewAttrLocked(dir, n, a)
 	f.attachLocked(dir, name, n)
 	f.byKey[n.key] = n
 	f.claimParkedLocked(n)
 	f.gen++
 	n.touched = f.gen
-	dir.mtime = time.Now()
+	dir.mtime = n.mtime
+	dir.ctime = n.mtime
+	f.saveMetaLocked(n)
 	return n, &Handle{fs: f, n: n, write: true}, OpenMode{}, nil
 }
 
@@ -556,13 +567,6 @@ func (f *FS) Truncate(ctx context.Context, n *Node, h *Handle, size int64) error
 	return nil
 }
 
-// SetMtime records a new modification time (kept locally only).
-func (f *FS) SetMtime(n *Node, t time.Time) {
-	f.mu.Lock()
-	n.mtime = t
-	f.mu.Unlock()
-}
-
 // Flush runs on every close of a descriptor: dirty content is handed to
 // writeback. It may run several times per handle.
 func (h *Handle) Flush(ctx context.Context) error {
@@ -573,6 +577,9 @@ func (h *Handle) Flush(ctx context.Context) error {
 	n.io.Lock()
 	err := f.handOverIO(n)
 	n.io.Unlock()
+	f.mu.Lock()
+	f.saveMetaLocked(n) // the edit's times
+	f.mu.Unlock()
 	if err != nil {
 		f.log.WithError(err).WithField("path", f.Path(n)).Error("close: cannot queue the file for publishing; it stays in the local cache")
 		return err

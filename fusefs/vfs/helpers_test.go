@@ -42,6 +42,7 @@ type coreOpts struct {
 	emu           emulator.Options
 	ts            *emulator.TestServer // reuse a service (second core); default fresh
 	noStart       bool                 // build but do not Start (seed the service first)
+	dir           string               // reuse this cache folder (a restart); default fresh
 }
 
 // env is one core against one emulated service.
@@ -53,6 +54,7 @@ type env struct {
 	core    *FS
 	log     *syncWriter
 	journal string // the write-back journal's directory
+	dir     string // the cache folder (journal, data, meta)
 	closed  bool
 }
 
@@ -100,7 +102,10 @@ func newCore(t testing.TB, o coreOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	dir := o.dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	c, err := cache.Open(cache.Config{Dir: filepath.Join(dir, "data"), Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +121,7 @@ func newCore(t testing.TB, o coreOpts) *env {
 		c.Close()
 		t.Fatal(err)
 	}
-	e := &env{t: t, ts: ts, client: client, cache: c, core: core, log: w, journal: filepath.Join(dir, "journal")}
+	e := &env{t: t, ts: ts, client: client, cache: c, core: core, log: w, journal: filepath.Join(dir, "journal"), dir: dir}
 	t.Cleanup(func() {
 		e.close()
 		if t.Failed() {

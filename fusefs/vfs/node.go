@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"evofs/cache"
+	"evofs/fusefs/meta"
 	"evofs/remote"
 	"evofs/writeback"
 )
@@ -36,7 +37,17 @@ type Node struct {
 	blob       *remote.Blob // download handle for (fileID, version); nil until needed
 	size       int64
 	mtime      time.Time
+	atime      time.Time // zero: shows mtime
 	ctime      time.Time
+
+	// kept in the meta store (attrs.go)
+	has    meta.Has  // which of perm and uid/gid are set
+	perm   uint32    // permission bits
+	uid    uint32    //
+	gid    uint32    //
+	kind   meta.Kind // local-only node (symlink, FIFO, ...); "" for files and folders
+	target string    // symlink target
+	rdev   uint32    // device number of a device node
 
 	local      *staging                 // non-nil while the content is local
 	writers    int                      // open writable handles
@@ -72,10 +83,12 @@ type Attr struct {
 	Size  int64
 	Mode  uint32 // including the file type bits
 	Mtime time.Time
+	Atime time.Time
 	Ctime time.Time
 	UID   uint32
 	GID   uint32
 	Nlink uint32
+	Rdev  uint32
 }
 
 // Blocks is st_blocks (512-byte units).
@@ -89,18 +102,43 @@ func (f *FS) Attr(n *Node) Attr {
 }
 
 func (f *FS) attrLocked(n *Node) Attr {
-	a := Attr{Ino: n.ino, Size: n.size, Mtime: n.mtime, Ctime: n.ctime, UID: f.cfg.UID, GID: f.cfg.GID, Nlink: 1}
-	if n.dir {
-		a.Mode = syscall.S_IFDIR | 0o755
-		a.Nlink = 2
+	a := Attr{Ino: n.ino, Size: n.size, Mtime: n.mtime, Atime: n.atime, Ctime: n.ctime, UID: f.cfg.UID, GID: f.cfg.GID, Nlink: 1}
+	if a.Atime.IsZero() {
+		a.Atime = a.Mtime
+	}
+	perm := f.defaultPerm(n.dir)
+	if n.has&meta.HasMode != 0 {
+		perm = n.perm
+	}
+	if n.has&meta.HasOwner != 0 {
+		a.UID, a.GID = n.uid, n.gid
+	}
+	switch {
+	case n.dir:
+		a.Mode = syscall.S_IFDIR
 		a.Size = 4096
-	} else {
-		a.Mode = syscall.S_IFREG | 0o644
+		a.Nlink = 2
+		for _, c := range n.children {
+			if c.dir {
+				a.Nlink++
+			}
+		}
+	case n.kind != "":
+		a.Mode = kindBits(n.kind)
+		a.Rdev = n.rdev
+		if n.kind == meta.KindSymlink {
+			a.Size, perm = int64(len(n.target)), 0o777
+		}
+	default:
+		a.Mode = syscall.S_IFREG
 	}
-	a.Mode &^= f.cfg.Umask & 0o777
+	if n.removed && !n.dir {
+		a.Nlink = 0
+	}
 	if f.cfg.ReadOnly {
-		a.Mode &^= 0o222
+		perm &^= 0o222
 	}
+	a.Mode |= perm & 0o7777
 	return a
 }
 
@@ -166,6 +204,7 @@ func (f *FS) forgetLocked(n *Node) {
 func (f *FS) pruneLocked(dir *Node) {
 	for d := dir; d != nil && d != f.root && !d.explicitDir && len(d.children) == 0; {
 		p := d.parent
+		f.deleteMetaLocked(d)
 		f.detachLocked(d)
 		d.removed = true
 		if p != nil {
@@ -191,6 +230,7 @@ func (f *FS) mkdirAllLocked(segs []string) *Node {
 			}
 			c = f.newNodeLocked(true)
 			f.attachLocked(d, s, c)
+			f.loadMetaLocked(c)
 		}
 		d = c
 	}
@@ -204,6 +244,9 @@ func (f *FS) Lookup(dir *Node, name string) (*Node, error) {
 	if !dir.dir {
 		return nil, ErrNotDir
 	}
+	if nameTooLong(name) {
+		return nil, syscall.ENAMETOOLONG
+	}
 	c := dir.children[remote.FoldName(name)]
 	if c == nil {
 		return nil, ErrNotExist
@@ -216,6 +259,7 @@ type DirEntry struct {
 	Name string
 	Ino  uint64
 	Dir  bool
+	Mode uint32 // file type bits
 }
 
 // Readdir lists a folder, sorted by name.
@@ -227,7 +271,14 @@ func (f *FS) Readdir(dir *Node) ([]DirEntry, error) {
 	}
 	out := make([]DirEntry, 0, len(dir.children))
 	for _, c := range dir.children {
-		out = append(out, DirEntry{Name: c.name, Ino: c.ino, Dir: c.dir})
+		mode := uint32(syscall.S_IFREG)
+		switch {
+		case c.dir:
+			mode = syscall.S_IFDIR
+		case c.kind != "":
+			mode = kindBits(c.kind)
+		}
+		out = append(out, DirEntry{Name: c.name, Ino: c.ino, Dir: c.dir, Mode: mode})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -285,6 +336,9 @@ func (f *FS) Xattrs(n *Node) map[string]string {
 
 // stateLocked is pending/uploading/published/failed/local.
 func (f *FS) stateLocked(n *Node) string {
+	if n.kind != "" {
+		return "local"
+	}
 	if n.local != nil && f.isLocalOnly(n.name) {
 		return "local"
 	}

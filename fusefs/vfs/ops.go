@@ -13,10 +13,15 @@ import (
 
 // Mkdir makes a local folder; it exists on the service once a file lands in it.
 func (f *FS) Mkdir(dir *Node, name string) (*Node, error) {
+	return f.MkdirAs(dir, name, f.defaultNewAttr(true))
+}
+
+// MkdirAs is Mkdir with the new folder's mode and owner.
+func (f *FS) MkdirAs(dir *Node, name string, a NewAttr) (*Node, error) {
 	if f.cfg.ReadOnly {
 		return nil, ErrReadOnly
 	}
-	if err := remote.ValidateName(name); err != nil {
+	if err := checkName(name); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
@@ -27,11 +32,16 @@ func (f *FS) Mkdir(dir *Node, name string) (*Node, error) {
 	if dir.children[remote.FoldName(name)] != nil {
 		return nil, ErrExist
 	}
+	if err := checkPath(joinPath(f.pathLocked(dir), name)); err != nil {
+		return nil, err
+	}
 	n := f.newNodeLocked(true)
 	n.explicitDir = true
+	f.setNewAttrLocked(dir, n, a)
 	f.attachLocked(dir, name, n)
 	f.gen++
-	dir.mtime = time.Now()
+	dir.mtime, dir.ctime = n.mtime, n.mtime
+	f.saveMetaLocked(n)
 	return n, nil
 }
 
@@ -51,9 +61,11 @@ func (f *FS) Rmdir(dir *Node, name string) error {
 	case len(n.children) > 0:
 		return ErrNotEmpty
 	}
+	f.deleteMetaLocked(n)
 	f.detachLocked(n)
 	n.removed = true
 	f.gen++
+	dir.mtime, dir.ctime = time.Now(), time.Now()
 	return nil
 }
 
@@ -82,10 +94,13 @@ func (f *FS) Unlink(ctx context.Context, dir *Node, name string) error {
 		f.undoomLocked(n)
 	}
 	path := f.pathLocked(n)
+	f.deleteMetaLocked(n)
 	f.detachLocked(n)
 	f.forgetLocked(n)
 	f.gen++
 	dir.mtime = time.Now()
+	dir.ctime = dir.mtime
+	n.ctime = dir.mtime
 	loc := n.local
 	if loc != nil && n.handles == 0 { // else the last Release closes it
 		loc.f.Close()
@@ -96,7 +111,9 @@ func (f *FS) Unlink(ctx context.Context, dir *Node, name string) error {
 	}
 	f.mu.Unlock()
 
-	f.queue.Cancel(n.key)
+	if n.kind == "" {
+		f.queue.Cancel(n.key)
+	}
 	for _, id := range doomed {
 		dctx, cancel := f.bg(metaTimeout)
 		err := f.client.DeleteByID(dctx, id)
@@ -120,7 +137,7 @@ func (f *FS) Rename(ctx context.Context, oldDir *Node, oldName string, newDir *N
 	if flags&renameExchange != 0 {
 		return syscall.ENOTSUP
 	}
-	if err := remote.ValidateName(newName); err != nil {
+	if err := checkName(newName); err != nil {
 		return err
 	}
 	f.mu.Lock()
@@ -136,8 +153,10 @@ func (f *FS) Rename(ctx context.Context, oldDir *Node, oldName string, newDir *N
 	case dst == src:
 		// same entry (maybe a case change): only the display name changes
 		if src.name != newName {
+			from := f.pathLocked(src)
 			delete(oldDir.children, remote.FoldName(oldName))
 			f.attachLocked(newDir, newName, src)
+			f.moveMetaLocked(src, from)
 			f.gen++
 		}
 		f.mu.Unlock()
@@ -161,7 +180,14 @@ func (f *FS) Rename(ctx context.Context, oldDir *Node, oldName string, newDir *N
 			return ErrInvalid // into itself
 		}
 	}
+	if err := checkPath(joinPath(f.pathLocked(newDir), newName)); err != nil {
+		f.mu.Unlock()
+		return err
+	}
 	f.mu.Unlock()
+	if src.kind != "" {
+		return f.renameLocalNode(ctx, src, dst, newDir, newName)
+	}
 	if src.dir {
 		return f.renameDir(ctx, src, dst, newDir, newName)
 	}
@@ -226,8 +252,10 @@ func (f *FS) renameFile(ctx context.Context, src, dst, newDir *Node, newName str
 		}
 	}
 	oldParent := src.parent
+	from := f.pathLocked(src)
 	f.detachLocked(src)
 	f.attachLocked(newDir, newName, src)
+	f.moveMetaLocked(src, from)
 	f.gen++
 	src.touched = f.gen
 	src.ctime = time.Now()
@@ -381,7 +409,7 @@ func (f *FS) renameDir(ctx context.Context, src, dst, newDir *Node, newName stri
 		for _, c := range d.children {
 			if c.dir {
 				walk(c)
-			} else {
+			} else if c.kind == "" {
 				files = append(files, c)
 				total += c.size
 			}
@@ -401,8 +429,12 @@ func (f *FS) renameDir(ctx context.Context, src, dst, newDir *Node, newName stri
 		dst.removed = true
 	}
 	oldParent := src.parent
+	from := f.pathLocked(src)
 	f.detachLocked(src)
 	f.attachLocked(newDir, newName, src)
+	f.moveMetaLocked(src, from)
+	src.ctime = time.Now()
+	oldParent.mtime, newDir.mtime = src.ctime, src.ctime
 	src.explicitDir = true // keep it even if it holds no files
 	f.gen++
 	f.pruneLocked(oldParent)

@@ -26,7 +26,8 @@ func (f *FS) insertRemoteLocked(m *remote.FileMeta) *Node {
 			return n // local edits or a local rename win until published
 		}
 		if n.version != m.VersionID {
-			f.setRemoteLocked(n, m)
+			f.setRemoteLocked(n, m) // another client's version: its modified_at
+			f.resaveMetaLocked(n)
 			f.notifier().InvalidateContent(n.ino)
 			if n.parent != nil {
 				f.notifier().InvalidateEntry(n.parent.ino, n.name)
@@ -46,7 +47,10 @@ func (f *FS) insertRemoteLocked(m *remote.FileMeta) *Node {
 			return nil // a local folder occupies the name; keep it
 		case cur.local != nil || cur.touched > 0 && cur.fileID == uuid.Nil:
 			return nil // our own unpublished file; its publish will land here
+		case cur.kind != "":
+			return nil // a local-only node holds the name
 		default: // the remote file was replaced by another one
+			f.deleteMetaLocked(cur)
 			f.detachLocked(cur)
 			f.forgetLocked(cur)
 			f.notifier().EntryDeleted(dir.ino, cur.name, cur.ino)
@@ -56,6 +60,7 @@ func (f *FS) insertRemoteLocked(m *remote.FileMeta) *Node {
 	n.key = m.FileID.String()
 	f.attachLocked(dir, name, n)
 	f.setRemoteLocked(n, m)
+	f.loadMetaLocked(n)
 	f.byKey[n.key] = n
 	f.notifier().InvalidateEntry(dir.ino, name)
 	return n
@@ -128,6 +133,7 @@ func (f *FS) overlayJobLocked(st writeback.JobStatus) {
 	n.local = &staging{path: st.Staging, f: file, queued: true}
 	n.size = fi.Size()
 	n.mtime = fi.ModTime()
+	f.loadMetaLocked(n)
 	n.touched = f.gen
 	f.log.WithField("path", st.Path).Info("resuming pending publish")
 }
@@ -166,7 +172,12 @@ func (f *FS) onPublished(r writeback.Result) (adopted bool) {
 	f.gen++
 	n.touched = f.gen
 	if r.ConflictPath != "" {
-		// Our bytes live on in the conflict copy.
+		// Our bytes live on in the conflict copy, with our mode, owner and times.
+		rec := f.recordLocked(n)
+		rec.Version = string(r.Meta.VersionID)
+		if err := f.meta.Set(r.Meta.FullPath(), rec); err != nil {
+			log.WithError(err).Warn("the conflict copy does not keep the file's mode")
+		}
 		if n.local != nil && n.local.path == r.Job.Staging && n.writers > 0 {
 			n.staleBase = true // the last close decides (handle.go Release)
 		}
@@ -208,6 +219,7 @@ func (f *FS) onPublished(r writeback.Result) (adopted bool) {
 	f.dropCleanLocalLocked(n) // an unmodified copy of what was just published
 	n.localVer = r.Meta.VersionID
 	n.openVer = n.version // the kernel's pages already hold these bytes
+	f.saveMetaLocked(n)   // the times now belong to the published version
 	return true
 }
 
@@ -342,6 +354,7 @@ func (f *FS) removeRemoteLocked(n *Node, startGen uint64) {
 	}
 	parent := n.parent
 	f.listGen++
+	f.deleteMetaLocked(n)
 	f.detachLocked(n)
 	f.forgetLocked(n)
 	if parent != nil {
