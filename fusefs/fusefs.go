@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -20,7 +21,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
 	"evofs/fusefs/vfs"
 )
@@ -101,15 +101,37 @@ func Mount(dir string, core *vfs.FS, o Options) (*fuse.Server, error) {
 // FUSE caps a new mount's read-ahead at the system default (usually 128 KiB,
 // i.e. 8 round trips per MiB); only root may raise it, through sysfs, so
 // this is best effort.
+//
+// The device number comes from /proc/self/mountinfo, never from a stat of
+// the mount: a thread of the serving process blocked in a request to its
+// own mount cannot finish when the process is killed (the kernel waits for
+// an answer no thread is left to give), so kill -9 would hang.
 func raiseReadAhead(dir string, log *logrus.Entry) {
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
+	dev := mountDevice(dir)
+	if dev == "" {
 		return
 	}
-	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	p := "/sys/class/bdi/" + dev + "/read_ahead_kb"
 	if err := os.WriteFile(p, []byte("1024"), 0); err != nil {
 		log.WithError(err).Debug("kernel read-ahead left at its default")
 	}
+}
+
+// mountDevice is the "major:minor" of the mount at dir (absolute), from
+// /proc/self/mountinfo ("" when not found).
+func mountDevice(dir string) string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	dev := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint ...; the last match is the top mount
+		if f := strings.Fields(line); len(f) > 4 && strings.ReplaceAll(f[4], `\040`, " ") == dir {
+			dev = f[2]
+		}
+	}
+	return dev
 }
 
 // mount holds what the adapter needs across nodes.

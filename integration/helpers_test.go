@@ -62,6 +62,10 @@ func requireFUSE(t testing.TB) {
 	t.Skip(why)
 }
 
+// azureBlobs, when set (only by TestAzurite, while its subtests run), puts
+// the blobs of every service a test starts into Azurite.
+var azureBlobs *emulator.AzureBlobs
+
 // mountOpts tunes one test mount.
 type mountOpts struct {
 	writeBackDelay time.Duration
@@ -119,6 +123,9 @@ func testLogger(t testing.TB) (*logrus.Entry, *syncWriter) {
 func mountT(t testing.TB, o mountOpts) *testMount {
 	t.Helper()
 	requireFUSE(t)
+	if o.emu.AzureBlobs == nil {
+		o.emu.AzureBlobs = azureBlobs
+	}
 	ts := emulator.NewTestServer(t, o.emu)
 	return mountOn(t, ts, o)
 }

@@ -232,6 +232,9 @@ func isMounted(dir string) bool {
 // newProcServer starts an in-process service whose Workspaces API lists the
 // test workspace, as a hub lists the workspaces a user may mount.
 func newProcServer(t testing.TB, o emulator.Options) *emulator.TestServer {
+	if o.AzureBlobs == nil {
+		o.AzureBlobs = azureBlobs
+	}
 	ts := emulator.NewTestServer(t, o)
 	ts.AddWorkspace(ts.Org, ts.Workspace, "process-test")
 	return ts
