@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,6 +24,8 @@ type serveFlags struct {
 	delay, ttl, rtt                  time.Duration
 	mbit                             float64
 	useTLS                           bool
+	blobBackend                      string
+	azureAccount, azureKey           string
 }
 
 func serveCommand() *cobra.Command {
@@ -46,7 +49,24 @@ func serveCommand() *cobra.Command {
 	fl.StringVar(&o.level, "log-level", "info", "log level (debug, info, warn, error)")
 	fl.BoolVar(&o.useTLS, "tls", false, "serve HTTPS with a certificate from a local CA created once in --tls-dir (use --addr 127.0.0.1:443 for clients that drop the port)")
 	fl.StringVar(&o.tlsDir, "tls-dir", "", "where the local CA lives (default: DATA/tls, or evofs/serve-tls under the user's config dir when in memory)")
+	fl.StringVar(&o.blobBackend, "blob-backend", "", "keep blobs elsewhere: azurite=URL (an Azure Storage blob endpoint, e.g. http://127.0.0.1:10000/devstoreaccount1); the pre-signed URLs are then its service SAS URLs")
+	fl.StringVar(&o.azureAccount, "azure-account", "", "storage account of --blob-backend (default: $AZURE_STORAGE_ACCOUNT or Azurite's devstoreaccount1)")
+	fl.StringVar(&o.azureKey, "azure-key", "", "shared key of that account (default: $AZURE_STORAGE_KEY or Azurite's well-known key)")
 	return c
+}
+
+// azureBlobs reads --blob-backend (nil when blobs stay in the service).
+func (f *serveFlags) azureBlobs() (*emulator.AzureBlobs, error) {
+	if f.blobBackend == "" {
+		return nil, nil
+	}
+	kind, endpoint, ok := strings.Cut(f.blobBackend, "=")
+	if !ok || kind != "azurite" || endpoint == "" {
+		return nil, usageErr(fmt.Errorf("--blob-backend %q: want azurite=URL", f.blobBackend))
+	}
+	return &emulator.AzureBlobs{Endpoint: endpoint,
+		Account: firstNonEmpty(f.azureAccount, os.Getenv("AZURE_STORAGE_ACCOUNT")),
+		Key:     firstNonEmpty(f.azureKey, os.Getenv("AZURE_STORAGE_KEY"))}, nil
 }
 
 // runServe runs the local File API service until SIGINT/SIGTERM.
@@ -56,7 +76,11 @@ func runServe(f *serveFlags) error {
 		return err
 	}
 	signal.Ignore(syscall.SIGPIPE) // a closed stderr pipe must not kill the service
-	o := emulator.Options{DataDir: f.data, Owner: "evofs serve --addr " + f.addr, PublishDelay: f.delay, URLTTL: f.ttl, Logger: log,
+	az, err := f.azureBlobs()
+	if err != nil {
+		return err
+	}
+	o := emulator.Options{DataDir: f.data, AzureBlobs: az, Owner: "evofs serve --addr " + f.addr, PublishDelay: f.delay, URLTTL: f.ttl, Logger: log,
 		Link: emulator.Link{Bandwidth: int64(f.mbit * 1e6 / 8), RTT: f.rtt}}
 	if f.token != "" {
 		o.Tokens = map[string]emulator.Grant{f.token: {User: emulator.LocalUser, Role: emulator.RoleOwner}}
