@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -107,8 +108,8 @@ func Mount(dir string, core *vfs.FS, o Options) (*fuse.Server, error) {
 // own mount cannot finish when the process is killed (the kernel waits for
 // an answer no thread is left to give), so kill -9 would hang.
 func raiseReadAhead(dir string, log *logrus.Entry) {
-	dev := mountDevice(dir)
-	if dev == "" {
+	dev, ok := MountedAt(dir)
+	if !ok {
 		return
 	}
 	p := "/sys/class/bdi/" + dev + "/read_ahead_kb"
@@ -117,21 +118,42 @@ func raiseReadAhead(dir string, log *logrus.Entry) {
 	}
 }
 
-// mountDevice is the "major:minor" of the mount at dir (absolute), from
-// /proc/self/mountinfo ("" when not found).
-func mountDevice(dir string) string {
+// MountedAt reports whether dir (absolute, symlinks resolved) is a mount
+// point in this mount namespace and, if so, the "major:minor" of the top
+// mount there, from /proc/self/mountinfo (never a stat: see
+// raiseReadAhead).
+func MountedAt(dir string) (dev string, ok bool) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return ""
+		return "", false
 	}
-	dev := ""
 	for _, line := range strings.Split(string(b), "\n") {
 		// id parent major:minor root mountpoint ...; the last match is the top mount
-		if f := strings.Fields(line); len(f) > 4 && strings.ReplaceAll(f[4], `\040`, " ") == dir {
-			dev = f[2]
+		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == dir {
+			dev, ok = f[2], true
 		}
 	}
-	return dev
+	return dev, ok
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space, ...) of a
+// mountinfo path.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // mount holds what the adapter needs across nodes.

@@ -313,13 +313,7 @@ func (f *FS) makeLocalNode(dir *Node, name string, kind meta.Kind, target string
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !dir.dir {
-		return nil, ErrNotDir
-	}
-	if dir.children[remote.FoldName(name)] != nil {
-		return nil, ErrExist
-	}
-	if err := checkPath(joinPath(f.pathLocked(dir), name)); err != nil {
+	if err := f.checkNewEntryLocked(dir, name); err != nil {
 		return nil, err
 	}
 	n := f.newNodeLocked(false)

@@ -16,6 +16,19 @@ func (f *FS) Mkdir(dir *Node, name string) (*Node, error) {
 	return f.MkdirAs(dir, name, f.defaultNewAttr(true))
 }
 
+// checkNewEntryLocked refuses a new entry name in dir: dir is not a
+// folder, the name is taken, or the path would be too long.
+// LOCKS_REQUIRED(f.mu)
+func (f *FS) checkNewEntryLocked(dir *Node, name string) error {
+	if !dir.dir {
+		return ErrNotDir
+	}
+	if dir.children[remote.FoldName(name)] != nil {
+		return ErrExist
+	}
+	return checkPath(joinPath(f.pathLocked(dir), name))
+}
+
 // MkdirAs is Mkdir with the new folder's mode and owner.
 func (f *FS) MkdirAs(dir *Node, name string, a NewAttr) (*Node, error) {
 	if f.cfg.ReadOnly {
@@ -26,13 +39,7 @@ func (f *FS) MkdirAs(dir *Node, name string, a NewAttr) (*Node, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !dir.dir {
-		return nil, ErrNotDir
-	}
-	if dir.children[remote.FoldName(name)] != nil {
-		return nil, ErrExist
-	}
-	if err := checkPath(joinPath(f.pathLocked(dir), name)); err != nil {
+	if err := f.checkNewEntryLocked(dir, name); err != nil {
 		return nil, err
 	}
 	n := f.newNodeLocked(true)
