@@ -241,8 +241,10 @@ func (q *Queue) publish(ctx context.Context, j *job, rec record) (Result, error)
 		if rerr := sr.failure(); rerr != nil && ctx.Err() == nil {
 			return Result{}, errStaging{rerr}
 		}
-		if tgt.FileID != uuid.Nil && ctx.Err() == nil &&
-			(errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone)) {
+		// The file registered into vanished: one named by id, or the one a
+		// by-path register found at the path (deleted before the poll saw our
+		// version, e.g. by a rename over it settling). Decide again.
+		if ctx.Err() == nil && (errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone)) {
 			return Result{}, fmt.Errorf("%w: %w", errRetarget, err)
 		}
 		return Result{}, err

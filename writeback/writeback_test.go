@@ -1174,3 +1174,43 @@ func TestTakenBackJobEnds(t *testing.T) {
 		t.Fatalf("the record left is not the re-enqueued job:\n%s", raw)
 	}
 }
+
+// A new file published by path onto a path whose old file is deleted
+// between the register and the poll (a rename over it settles, say) is
+// published again by path as a new file, never failed for good.
+func TestPublishByPathWhoseFileIsDeletedMidway(t *testing.T) {
+	e := newEnv(t, emulator.Options{}, nil)
+	if _, _, err := e.ts.PutFile(e.ts.Org, e.ts.Workspace, "cfg.lock", []byte("old lock")); err != nil {
+		t.Fatal(err)
+	}
+	oldID, _ := e.expectFile("cfg.lock", []byte("old lock"))
+	hold := make(chan struct{})
+	e.hook.set(func(h *hookPublisher) {
+		h.holdReg = hold
+		h.registered = make(chan *remote.UploadTicket, 4)
+	})
+	q := e.open(e.config())
+	data := []byte("new lock")
+	if err := q.Enqueue(Job{Key: "l", Path: "cfg.lock", Staging: e.stage(data)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case tk := <-e.hook.registered:
+		if tk.FileID != oldID {
+			t.Fatalf("registered into %v, want the existing file %v", tk.FileID, oldID)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("never registered")
+	}
+	if err := e.ts.DeleteFile(e.ts.Org, e.ts.Workspace, "cfg.lock"); err != nil {
+		t.Fatal(err)
+	}
+	e.hook.set(func(h *hookPublisher) { h.holdReg = nil })
+	close(hold)
+	if err := q.Wait(ctxT(t, 20*time.Second), "l"); err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := e.expectFile("cfg.lock", data); id == oldID {
+		t.Error("published into the deleted file")
+	}
+}
