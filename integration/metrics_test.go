@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -84,13 +85,6 @@ func TestProcessMetricsMoveWithReadsAndPublishes(t *testing.T) {
 	written := randomBytes(71, 300<<10)
 	writeIn(t, mp, "w.bin", written)
 	waitServed(t, ts, "w.bin", written, 20*time.Second)
-	var after map[string]*dto.MetricFamily
-	if !eventually(t, 10*time.Second, func() bool {
-		after = scrapeMetrics(t, url)
-		return metricSum(after, "evofs_publish_queue_files", nil) == 0
-	}) {
-		t.Fatal("queue gauge never went back to 0")
-	}
 	checks := []struct {
 		name   string
 		labels map[string]string
@@ -104,13 +98,29 @@ func TestProcessMetricsMoveWithReadsAndPublishes(t *testing.T) {
 		{"evofs_fuse_op_duration_seconds", map[string]string{"op": "flush"}, 1},
 		{"evofs_publish_duration_seconds", map[string]string{"outcome": "published"}, 1},
 		{"evofs_cache_misses_total", nil, 1},
-		{"evofs_cache_miss_bytes_total", nil, float64(len(remoteData))},
+		// the first read misses; how much of the file the core's read-ahead
+		// then fetches as prefetch depends on the kernel's read size
+		{"evofs_cache_miss_bytes_total", nil, 1},
 	}
-	for _, c := range checks {
-		b, a := metricSum(before, c.name, c.labels), metricSum(after, c.name, c.labels)
-		if a-b < c.least {
-			t.Errorf("%s%v moved by %v, want ≥ %v", c.name, c.labels, a-b, c.least)
+	// Counters move after the events a test can wait for (a publish is
+	// visible before its latency is observed): poll until all have moved.
+	var short []string
+	eventually(t, 20*time.Second, func() bool {
+		after := scrapeMetrics(t, url)
+		short = short[:0]
+		if q := metricSum(after, "evofs_publish_queue_files", nil); q != 0 {
+			short = append(short, fmt.Sprintf("evofs_publish_queue_files is %v, want 0", q))
 		}
+		for _, c := range checks {
+			b, a := metricSum(before, c.name, c.labels), metricSum(after, c.name, c.labels)
+			if a-b < c.least {
+				short = append(short, fmt.Sprintf("%s%v moved by %v, want ≥ %v", c.name, c.labels, a-b, c.least))
+			}
+		}
+		return len(short) == 0
+	})
+	for _, s := range short {
+		t.Error(s)
 	}
 	p.signal(syscall.SIGTERM)
 	p.waitExit(60 * time.Second)

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"net"
 	"os"
@@ -253,7 +254,11 @@ func mountEvofs(t testing.TB, name string, ts *emulator.TestServer, mp, cacheDir
 	return p
 }
 
-// waitMounted waits until the child's mount shows in /proc/self/mountinfo.
+// waitMounted waits until the child's mount shows in /proc/self/mountinfo
+// and, where its stderr is ours to read, until it says it is mounted. The
+// mount shows before go-fuse's own first request to it (its poll probe)
+// is answered; a kill -9 while that request is in flight leaves a process
+// that cannot exit until the FUSE connection is aborted.
 func (p *evofsProc) waitMounted() {
 	p.t.Helper()
 	var exited bool
@@ -262,7 +267,8 @@ func (p *evofsProc) waitMounted() {
 			exited = true
 			return true
 		}
-		return isMounted(p.mountpoint)
+		said := p.cmd.Stderr != io.Writer(p.stderr) || strings.Contains(p.stderr.String(), "mounted; unmount with")
+		return said && isMounted(p.mountpoint)
 	})
 	switch {
 	case exited:
