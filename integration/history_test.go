@@ -239,3 +239,164 @@ func TestHistoryReadOnly(t *testing.T) {
 	mustEqual(t, "a.txt", readFile(t, m.path("a.txt")), []byte("one"))
 	mustEqual(t, "version", readFile(t, ver), []byte("one"))
 }
+
+// A deleted file and a deleted folder's files appear in .evofs/trash with
+// their bytes; mv of an entry to its old path restores the file with its
+// identity and history (and the restored file is an ordinary file at once);
+// a deletion by another client shows after a delta poll with no request of
+// its own; mv elsewhere is EINVAL; `evofs restore MNT PATH` restores too.
+func TestTrashRestore(t *testing.T) {
+	m := mountT(t, mountOpts{})
+	files := map[string][]byte{
+		"a.txt":         randomBytes(10, 70<<10),
+		"dir/b.txt":     randomBytes(11, 1000),
+		"dir/sub/c.txt": randomBytes(12, 2<<20),
+		"other.txt":     []byte("theirs"),
+		"keep.txt":      []byte("keep"),
+	}
+	ids := map[string]string{}
+	if err := os.MkdirAll(m.path("dir/sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p, d := range files {
+		writeFile(t, m.path(p), d)
+	}
+	m.drain()
+	for p, d := range files {
+		ids[p], _ = m.waitRemote(p, d)
+	}
+	if err := os.Remove(m.path("a.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(m.path("dir")); err != nil {
+		t.Fatal(err)
+	}
+	m.waitRemoteGone("a.txt")
+	m.waitRemoteGone("dir/sub/c.txt")
+
+	trash := m.path(".evofs/trash")
+	if got := names(t, trash); !slices.Equal(got, []string{"a.txt", "dir"}) {
+		t.Fatalf("trash lists %q", got)
+	}
+	for _, p := range []string{"a.txt", "dir/b.txt", "dir/sub/c.txt"} {
+		tp := filepath.Join(trash, p)
+		mustEqual(t, "trash "+p, readFile(t, tp), files[p])
+		if got := xattr(t, tp, "user.evofs.path"); got != p {
+			t.Errorf("%s: user.evofs.path %q", p, got)
+		}
+		if got := xattr(t, tp, "user.evofs.file_id"); got != ids[p] {
+			t.Errorf("%s: file_id %s, want %s", p, got, ids[p])
+		}
+	}
+
+	// another client deletes a file: the delta poll (its usual two
+	// requests) brings it to the trash, which then lists it with no request
+	m.ts.DeleteFile(m.ts.Org, m.ts.Workspace, "other.txt")
+	m.ts.ResetRequests()
+	if err := m.core.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.ts.Requests(emulator.OpAny); n > 2 {
+		t.Errorf("a poll made %d requests, want <= 2", n)
+	}
+	m.ts.ResetRequests()
+	if got := names(t, trash); !slices.Equal(got, []string{"a.txt", "dir", "other.txt"}) {
+		t.Fatalf("trash after another client's delete lists %q", got)
+	}
+	if n := m.ts.Requests(emulator.OpAny); n != 0 {
+		t.Errorf("listing the trash after a poll made %d requests, want 0", n)
+	}
+
+	wantErrno(t, "mv from the trash elsewhere", os.Rename(filepath.Join(trash, "a.txt"), m.path("elsewhere.txt")), syscall.EINVAL)
+	if err := os.Rename(filepath.Join(trash, "a.txt"), m.path("a.txt")); err != nil {
+		t.Fatalf("mv out of the trash: %v", err)
+	}
+	mustEqual(t, "restored a.txt", readFile(t, m.path("a.txt")), files["a.txt"])
+	if id, _ := m.waitRemote("a.txt", files["a.txt"]); id != ids["a.txt"] {
+		t.Errorf("a.txt restored as %s, want its own id %s", id, ids["a.txt"])
+	}
+	// it is an ordinary file at once: writable, published as a new version of itself
+	f, err := os.OpenFile(m.path("a.txt"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatalf("open restored file for writing: %v", err)
+	}
+	f.Write([]byte("more"))
+	f.Close()
+	m.drain()
+	if id, _ := m.waitRemote("a.txt", append(slices.Clone(files["a.txt"]), "more"...)); id != ids["a.txt"] {
+		t.Errorf("writing the restored file made a new file %s", id)
+	}
+	if got := len(m.serviceVersions(ids["a.txt"])); got != 2 {
+		t.Errorf("restored a.txt has %d versions, want 2", got)
+	}
+
+	if err := os.Rename(filepath.Join(trash, "dir"), m.path("dir")); err != nil {
+		t.Fatalf("mv a folder out of the trash: %v", err)
+	}
+	for _, p := range []string{"dir/b.txt", "dir/sub/c.txt"} {
+		mustEqual(t, "restored "+p, readFile(t, m.path(p)), files[p])
+		if id, _ := m.waitRemote(p, files[p]); id != ids[p] {
+			t.Errorf("%s restored as %s, want %s", p, id, ids[p])
+		}
+	}
+	if got := names(t, m.path("dir")); !slices.Equal(got, []string{"b.txt", "sub"}) {
+		t.Errorf("restored dir lists %q", got)
+	}
+	if got := names(t, trash); !slices.Equal(got, []string{"other.txt"}) {
+		t.Errorf("trash after restores lists %q", got)
+	}
+
+	out, err := exec.Command(evofsBinary(t), "restore", m.dir, "other.txt").CombinedOutput()
+	if err != nil {
+		t.Fatalf("evofs restore: %v %s", err, out)
+	}
+	mustEqual(t, "other.txt", readFile(t, m.path("other.txt")), files["other.txt"])
+	m.waitRemote("other.txt", files["other.txt"])
+}
+
+// A restore onto a path that is taken, here or on the service (409), is
+// EEXIST and changes nothing on either side.
+func TestTrashRestoreTaken(t *testing.T) {
+	m := mountT(t, mountOpts{})
+	writeFile(t, m.path("a.txt"), []byte("old"))
+	writeFile(t, m.path("b.txt"), []byte("mine"))
+	m.drain()
+	oldID, _ := m.waitRemote("a.txt", []byte("old"))
+	m.waitRemote("b.txt", []byte("mine"))
+	for _, p := range []string{"a.txt", "b.txt"} {
+		if err := os.Remove(m.path(p)); err != nil {
+			t.Fatal(err)
+		}
+		m.waitRemoteGone(p)
+	}
+	writeFile(t, m.path("a.txt"), []byte("new"))
+	m.drain()
+	newID, _ := m.waitRemote("a.txt", []byte("new"))
+	// taken on the service by a file this mount has not seen (no polling)
+	m.ts.PutFile(m.ts.Org, m.ts.Workspace, "b.txt", []byte("theirs"))
+
+	m.ts.ResetRequests()
+	wantErrno(t, "restore onto a local file", os.Rename(m.path(".evofs/trash/a.txt"), m.path("a.txt")), syscall.EEXIST)
+	if n := m.ts.Requests(emulator.OpRestore); n != 0 {
+		t.Errorf("a restore onto a known file made %d restore requests", n)
+	}
+	wantErrno(t, "restore onto a file only the service knows", os.Rename(m.path(".evofs/trash/b.txt"), m.path("b.txt")), syscall.EEXIST)
+	if n := m.ts.Requests(emulator.OpRestore); n != 1 {
+		t.Errorf("%d restore requests, want 1", n)
+	}
+	out, err := exec.Command(evofsBinary(t), "restore", m.dir, "a.txt").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another file now lives at that path") {
+		t.Errorf("evofs restore onto a taken path: %v %q", err, out)
+	}
+
+	mustEqual(t, "a.txt", readFile(t, m.path("a.txt")), []byte("new"))
+	if id, _ := m.waitRemote("a.txt", []byte("new")); id != newID {
+		t.Errorf("a.txt is now %s, want %s", id, newID)
+	}
+	m.waitRemote("b.txt", []byte("theirs"))
+	mustEqual(t, "trash a.txt", readFile(t, m.path(".evofs/trash/a.txt")), []byte("old"))
+	mustEqual(t, "trash b.txt", readFile(t, m.path(".evofs/trash/b.txt")), []byte("mine"))
+	if got := xattr(t, m.path(".evofs/trash/a.txt"), "user.evofs.file_id"); got != oldID {
+		t.Errorf("trash a.txt is %s, want %s", got, oldID)
+	}
+}

@@ -106,10 +106,10 @@ type view struct {
 	target *Node     // viewMirror: the tree folder shown
 	fileID uuid.UUID // viewVersionList, viewTrashFile
 
-	fetch   sync.Mutex                  // viewVersionList: one fetch at a time; before FS.mu
-	fetched bool                        // viewVersionList: the list below is what the service said
-	has     map[remote.VersionID]*Node  // viewVersionList: entries by version
-	row     remote.FileMeta             // viewTrashFile: the deleted file's listing row
+	fetch   sync.Mutex                 // viewVersionList: one fetch at a time; before FS.mu
+	fetched bool                       // viewVersionList: the list below is what the service said
+	has     map[remote.VersionID]*Node // viewVersionList: entries by version
+	row     remote.FileMeta            // viewTrashFile: the deleted file's listing row
 }
 
 // history is the control folder's state, guarded by FS.mu except trashLoad.
@@ -125,9 +125,9 @@ type history struct {
 	trashLoading bool       // a listing runs: changes are also logged in trashLog
 	trashLog     []trashChange
 	trashRows    map[uuid.UUID]remote.FileMeta
-	trashDirty   bool                 // rows changed since the trash tree was built
-	trashFiles   map[uuid.UUID]*Node  // by file id, reused across rebuilds
-	trashDirs    map[string]*Node     // by folded path, reused across rebuilds
+	trashDirty   bool                // rows changed since the trash tree was built
+	trashFiles   map[uuid.UUID]*Node // by file id, reused across rebuilds
+	trashDirs    map[string]*Node    // by folded path, reused across rebuilds
 }
 
 type trashChange struct {
