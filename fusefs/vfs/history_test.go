@@ -131,3 +131,26 @@ func TestTrashNamesAndPartialRestore(t *testing.T) {
 	}
 	mustEqual(t, "older x", e.readFile(".evofs/trash/d/x.csv"), []byte("first"))
 }
+
+// A service that answers a restore with 303 and the file's metadata (the
+// same path) restores it in place, like 204.
+func TestRestoreSeeOther(t *testing.T) {
+	e := newSeeded(t, coreOpts{emu: emulator.Options{RestoreSeeOther: true}}, map[string][]byte{"a.txt": []byte("a")})
+	if err := e.core.Unlink(ctxT(t), e.core.Root(), "a.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if got := join(e.list(".evofs/trash")); got != "a.txt" {
+		t.Fatalf("trash lists %q", got)
+	}
+	if err := e.core.Rename(ctxT(t), e.mustNode(".evofs/trash"), "a.txt", e.core.Root(), "a.txt", 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.mustNode("a.txt"); n.IsView() {
+		t.Fatal("the restored file is still a trash entry")
+	}
+	mustEqual(t, "restored", e.readFile("a.txt"), []byte("a"))
+	e.remoteEqual("a.txt", []byte("a"))
+	if got := join(e.list(".evofs/trash")); got != "" {
+		t.Fatalf("trash lists %q after the restore", got)
+	}
+}
