@@ -30,6 +30,12 @@
 // A node's staging file is closed only when no handle is open on it
 // (Node.handles), so reads of an unlinked or replaced file keep working.
 //
+// # The control folder
+//
+// .evofs (hidden, reached by name) shows every version of each published
+// file and the trash, read-only; a rename out of the trash restores. Its
+// invariants are in history.go and restore.go.
+//
 // # Locking
 //
 // Lock order: Node.io → FS.mu, and Handle.mu → FS.mu (Handle.mu guards a

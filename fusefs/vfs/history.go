@@ -278,7 +278,11 @@ func (f *FS) mirrorLocked(t *Node) *Node {
 	}
 	m := f.newNodeLocked(true)
 	m.view.Store(&view{kind: viewMirror, target: t})
-	m.parent, m.name = f.mirrorLocked(t.parent), t.name // never in a children map: listed from t
+	parent := f.hist.versions
+	if t.parent != nil {
+		parent = f.mirrorLocked(t.parent)
+	}
+	m.parent, m.name = parent, t.name // never in a children map: listed from t
 	m.mtime, m.ctime = t.mtime, t.ctime
 	f.hist.mirrors[t] = m
 	return m
@@ -287,7 +291,7 @@ func (f *FS) mirrorLocked(t *Node) *Node {
 // versionListLocked is the folder listing the versions of tree file c.
 func (f *FS) versionListLocked(c *Node) *Node {
 	if l := f.hist.lists[c.fileID]; l != nil {
-		l.parent, l.name = f.mirrorLocked(c.parent), c.name
+		l.parent, l.name = f.mirrorLocked(c.parent), c.name // the file may have moved since
 		return l
 	}
 	l := f.newNodeLocked(true)
@@ -501,7 +505,7 @@ func (f *FS) noteLiveLocked(rows []remote.FileMeta, full bool) {
 	}
 }
 
-// trashRowOf is the trash row of a file node we delete, when its content
+// trashRowLocked is the trash row of a file node we delete, when its content
 // is what the service has (nil otherwise: a poll brings it).
 func (f *FS) trashRowLocked(n *Node) *remote.FileMeta {
 	if n.fileID == uuid.Nil || n.remotePath == "" || n.local != nil {
@@ -639,7 +643,7 @@ func (f *FS) trashPathLocked(n *Node) string {
 	return strings.Join(segs, "/")
 }
 
-// viewAttrLocked adjusts a view node's attributes: read-only.
+// viewPerm is a view node's permission bits: read-only.
 func viewPerm(n *Node) uint32 {
 	if n.dir {
 		return 0o555
