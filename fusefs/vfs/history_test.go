@@ -154,3 +154,38 @@ func TestRestoreSeeOther(t *testing.T) {
 		t.Fatalf("trash lists %q after the restore", got)
 	}
 }
+
+// The trash follows the tree's listings: a deletion by another client comes
+// with a delta poll, and a file restored elsewhere leaves the trash with
+// the next full listing (a restore changes no modified_at, so delta polls
+// cannot see it).
+func TestTrashFollowsListings(t *testing.T) {
+	e := newSeeded(t, coreOpts{}, map[string][]byte{"a.txt": []byte("a"), "b.txt": []byte("b")})
+	_, id, _ := e.mustRemote("a.txt")
+	e.ts.DeleteFile(e.ts.Org, e.ts.Workspace, "a.txt")
+	if got := join(e.list(".evofs/trash")); got != "a.txt" {
+		t.Fatalf("trash lists %q", got)
+	}
+	e.ts.DeleteFile(e.ts.Org, e.ts.Workspace, "b.txt")
+	if err := e.core.Poll(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.ts.ResetRequests()
+	if got := join(e.list(".evofs/trash")); got != "a.txt,b.txt" {
+		t.Fatalf("trash after a poll lists %q", got)
+	}
+	if n := e.ts.Requests(emulator.OpAny); n != 0 {
+		t.Fatalf("%d requests", n)
+	}
+	if _, err := e.client.Restore(ctxT(t), id); err != nil { // another client
+		t.Fatal(err)
+	}
+	if err := e.core.Poll(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.refresh()
+	if got := join(e.list(".evofs/trash")); got != "b.txt" {
+		t.Fatalf("trash after a full listing lists %q", got)
+	}
+	mustEqual(t, "a.txt", e.readFile("a.txt"), []byte("a"))
+}
