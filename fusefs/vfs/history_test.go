@@ -133,7 +133,8 @@ func TestTrashNamesAndPartialRestore(t *testing.T) {
 }
 
 // A service that answers a restore with 303 and the file's metadata (the
-// same path) restores it in place, like 204.
+// same path) restores it in place, like 204: the trash entry's node (whose
+// inode the kernel moves to the new name) becomes the file.
 func TestRestoreSeeOther(t *testing.T) {
 	e := newSeeded(t, coreOpts{emu: emulator.Options{RestoreSeeOther: true}}, map[string][]byte{"a.txt": []byte("a")})
 	if err := e.core.Unlink(ctxT(t), e.core.Root(), "a.txt"); err != nil {
@@ -142,11 +143,13 @@ func TestRestoreSeeOther(t *testing.T) {
 	if got := join(e.list(".evofs/trash")); got != "a.txt" {
 		t.Fatalf("trash lists %q", got)
 	}
+	entry := e.mustNode(".evofs/trash/a.txt")
 	if err := e.core.Rename(ctxT(t), e.mustNode(".evofs/trash"), "a.txt", e.core.Root(), "a.txt", 0); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.mustNode("a.txt"); n.IsView() {
-		t.Fatal("the restored file is still a trash entry")
+	// the kernel moved the entry's inode to a.txt: the node must be the same
+	if n := e.mustNode("a.txt"); n != entry || n.IsView() {
+		t.Fatalf("a.txt is node %d (view %v), want the trash entry's node %d turned into a file", n.Ino(), n.IsView(), entry.Ino())
 	}
 	mustEqual(t, "restored", e.readFile("a.txt"), []byte("a"))
 	e.remoteEqual("a.txt", []byte("a"))
