@@ -53,10 +53,15 @@ func restore(mnt, p string) error {
 		return usageErr(errors.New("restore needs the PATH of a deleted file or folder"))
 	}
 	src := filepath.Join(ctl, "trash", filepath.FromSlash(rel))
-	dst := filepath.Join(mnt, filepath.FromSlash(rel))
 	if _, err := os.Lstat(src); err != nil {
 		return fmt.Errorf("%s is not in the trash of %s", rel, mnt)
 	}
+	// An older deleted file of a path ("x (deleted ...).csv") goes back to that path.
+	buf := make([]byte, 4096)
+	if n, err := unix.Getxattr(src, vfs.XattrPath, buf); err == nil && n > 0 {
+		rel = string(buf[:n])
+	}
+	dst := filepath.Join(mnt, filepath.FromSlash(rel))
 	// The folder it goes back to may be gone with it: make it (a local
 	// folder until the file lands in it), and remove what we made on failure.
 	var made []string

@@ -130,6 +130,22 @@ func TestTrashNamesAndPartialRestore(t *testing.T) {
 		t.Fatalf("trash/d after a partial restore lists %q", got)
 	}
 	mustEqual(t, "older x", e.readFile(".evofs/trash/d/x.csv"), []byte("first"))
+
+	// an older deletion's entry goes back to its path too, not to its own name
+	e.ts.DeleteFile(e.ts.Org, e.ts.Workspace, "d/x.csv")
+	e.refresh()
+	got = e.list(".evofs/trash/d")
+	if len(got) != 3 || !strings.HasPrefix(got[0], "x (deleted ") {
+		t.Fatalf("trash/d lists %q", got)
+	}
+	td := e.mustNode(".evofs/trash/d")
+	if err := e.core.Rename(ctxT(t), td, got[0], e.mustNode("d"), got[0], 0); !errors.Is(err, ErrNotOldPath) {
+		t.Fatalf("restore to the entry's own name: %v", err)
+	}
+	if err := e.core.Rename(ctxT(t), td, got[0], e.mustNode("d"), "x.csv", 0); err != nil {
+		t.Fatalf("restore an older deletion: %v", err)
+	}
+	mustEqual(t, "older x restored", e.readFile("d/x.csv"), []byte("first"))
 }
 
 // A service that answers a restore with 303 and the file's metadata (the

@@ -54,6 +54,9 @@ func (f *FS) renameView(ctx context.Context, oldDir *Node, oldName string, newDi
 		return ErrReadOnly
 	}
 	want := f.trashPathLocked(src)
+	if v := src.view.Load(); v != nil && v.kind == viewTrashFile {
+		want = v.row.FullPath() // an older deletion's entry has another name
+	}
 	to := joinPath(f.pathLocked(newDir), newName)
 	f.mu.Unlock()
 	if remote.FoldPath(to) != remote.FoldPath(want) {
