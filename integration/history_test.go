@@ -116,6 +116,16 @@ func TestHistoryVersions(t *testing.T) {
 		}
 	}
 
+	// versions are cached like any file, and never revalidated
+	m.ts.ResetRequests()
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0) // so that reads reach evofs
+	for i, name := range names(t, view) {
+		mustEqual(t, "cached version "+name, readFile(t, filepath.Join(view, name)), data[i])
+	}
+	if n := m.ts.Requests(emulator.OpAny); n != 0 {
+		t.Errorf("reading cached versions again made %d requests", n)
+	}
+
 	// cp from the view: a new version of the same file, with version 1's bytes
 	if out, err := exec.Command("cp", filepath.Join(view, ents[0]), p).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)
