@@ -20,7 +20,7 @@ func (m *mount) errno(op, path string, err error) syscall.Errno {
 	e := classify(err)
 	log := m.log.WithField("op", op).WithField("path", path).WithError(err)
 	switch e {
-	case syscall.ENOENT, syscall.EEXIST, syscall.ENOTEMPTY, syscall.ENODATA, syscall.EINTR, syscall.EXDEV:
+	case syscall.ENOENT, syscall.EEXIST, syscall.ENOTEMPTY, syscall.ENODATA, syscall.EINTR, syscall.EXDEV, syscall.EROFS:
 		log.Debug("fuse op refused")
 	default:
 		log.Warnf("fuse op failed: %v", e)

@@ -520,7 +520,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	return n.m.errno("rename", name, n.m.core.Rename(ctx, n.n, name, np.n, newName, flags))
 }
 
-// Getxattr serves user.evofs.file_id, user.evofs.version_id and user.evofs.state.
+// Getxattr serves the core's user.evofs.* attributes (vfs.XattrNames).
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	v, ok := n.m.core.Xattrs(n.n)[attr]
 	if !ok {
@@ -541,7 +541,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var buf []byte
 	attrs := n.m.core.Xattrs(n.n)
-	for _, k := range []string{vfs.XattrFileID, vfs.XattrVersionID, vfs.XattrState, vfs.XattrControl} {
+	for _, k := range vfs.XattrNames {
 		if _, ok := attrs[k]; ok {
 			buf = append(append(buf, k...), 0)
 		}

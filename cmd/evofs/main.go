@@ -3,6 +3,7 @@
 //	evofs mount [flags] MOUNTPOINT   mount a workspace (--local: the embedded local service)
 //	evofs serve [flags]              run the local File API service
 //	evofs status [--json] MOUNTPOINT show pending publishes of a mount
+//	evofs restore MOUNTPOINT PATH    put a deleted file or folder back (.evofs/trash)
 //	evofs login --client-id ID       sign in to Evo (browser, PKCE); keeps a refresh token
 //	evofs logout                     forget the saved sign-in
 //	evofs workspaces                 list the organisations, hubs and workspaces you can mount
@@ -99,7 +100,7 @@ reads come through a local disk cache, writes are published as new versions on c
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
 	root.AddCommand(mountCommand(), serveCommand(), statusCommand(), loginCommand(), logoutCommand(),
-		workspacesCommand(), versionCommand())
+		workspacesCommand(), versionCommand(), restoreCommand())
 	root.CompletionOptions.HiddenDefaultCmd = false
 	return root
 }

@@ -249,7 +249,7 @@ func (f *FS) restoreMetaLocked() {
 // Setattr changes mode, owner and times; a non-root caller may not give a
 // file away (EPERM), nor change its group to one other than its own.
 func (f *FS) Setattr(n *Node, s SetAttr, c Caller) error {
-	if f.cfg.ReadOnly {
+	if f.cfg.ReadOnly || n.view.Load() != nil {
 		return ErrReadOnly
 	}
 	f.mu.Lock()
@@ -305,7 +305,7 @@ func (f *FS) Mknod(dir *Node, name string, kind meta.Kind, rdev uint32, a NewAtt
 }
 
 func (f *FS) makeLocalNode(dir *Node, name string, kind meta.Kind, target string, rdev uint32, a NewAttr) (*Node, error) {
-	if f.cfg.ReadOnly {
+	if f.cfg.ReadOnly || dir.view.Load() != nil {
 		return nil, ErrReadOnly
 	}
 	if err := checkName(name); err != nil {

@@ -30,6 +30,12 @@
 // A node's staging file is closed only when no handle is open on it
 // (Node.handles), so reads of an unlinked or replaced file keep working.
 //
+// # The control folder
+//
+// .evofs (hidden, reached by name) shows every version of each published
+// file and the trash, read-only; a rename out of the trash restores. Its
+// invariants are in history.go and restore.go.
+//
 // # Locking
 //
 // Lock order: Node.io → FS.mu, and Handle.mu → FS.mu (Handle.mu guards a
@@ -97,6 +103,9 @@ type Config struct {
 	// ListingFile keeps the last listing known, for a start while the
 	// service is unreachable ("" = none: such a start fails).
 	ListingFile string
+	// TrashLimit bounds the trash listing (.evofs/trash): the newest
+	// deletions are shown. 0 = DefaultTrashLimit.
+	TrashLimit int
 	// ControlSocket is the path of the mount's control socket, named by the
 	// root's XattrControl so that a client finds it from the mountpoint.
 	ControlSocket string
@@ -169,6 +178,8 @@ type FS struct {
 	delMark time.Time // newest deleted_at seen (or the mount's start)
 
 	lastFull time.Time // last full listing; only Start and the poll goroutine touch it
+
+	hist history // the control folder: versions and trash (history.go)
 }
 
 // New builds the core and its writeback queue (which resumes journaled
@@ -202,6 +213,9 @@ func New(cfg Config, client *remote.Client, c *cache.Cache) (*FS, error) {
 	if cfg.DirMode == 0 {
 		cfg.DirMode = 0o755
 	}
+	if cfg.TrashLimit <= 0 {
+		cfg.TrashLimit = DefaultTrashLimit
+	}
 	if cfg.MetaDir == "" {
 		cfg.MetaDir = filepath.Join(c.Dir(), "meta")
 	}
@@ -222,6 +236,7 @@ func New(cfg Config, client *remote.Client, c *cache.Cache) (*FS, error) {
 	}
 	f.root = &Node{ino: 1, dir: true, children: map[string]*Node{}, explicitDir: true, mtime: time.Now()}
 	f.root.ctime = f.root.mtime
+	f.initHistory()
 	wcfg := cfg.Writeback
 	wcfg.Cache = c
 	wcfg.OnPublished = f.onPublished

@@ -72,7 +72,7 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 	}
 	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	trunc := flags&syscall.O_TRUNC != 0
-	if (write || trunc) && f.cfg.ReadOnly {
+	if (write || trunc) && (f.cfg.ReadOnly || n.view.Load() != nil) {
 		return nil, mode, ErrReadOnly
 	}
 	h = &Handle{fs: f, n: n, write: write}
@@ -124,13 +124,17 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, flags int) (*No
 
 // CreateAs is Create with the new file's mode and owner.
 func (f *FS) CreateAs(ctx context.Context, dir *Node, name string, flags int, a NewAttr) (*Node, *Handle, OpenMode, error) {
-	if f.cfg.ReadOnly {
+	if f.cfg.ReadOnly || dir.view.Load() != nil {
 		return nil, nil, OpenMode{}, ErrReadOnly
 	}
 	if err := checkName(name); err != nil {
 		return nil, nil, OpenMode{}, err
 	}
 	f.mu.Lock()
+	if dir == f.root && f.controlNameLocked(name) {
+		f.mu.Unlock()
+		return nil, nil, OpenMode{}, ErrExist
+	}
 	if cur := dir.children[remote.FoldName(name)]; cur != nil {
 		f.mu.Unlock()
 		if flags&syscall.O_EXCL != 0 {
@@ -545,7 +549,7 @@ func (f *FS) Truncate(ctx context.Context, n *Node, h *Handle, size int64) error
 	if n.dir {
 		return ErrIsDir
 	}
-	if f.cfg.ReadOnly {
+	if f.cfg.ReadOnly || n.view.Load() != nil {
 		return ErrReadOnly
 	}
 	n.io.Lock()

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +23,8 @@ type Node struct {
 	ino uint64
 	dir bool
 	io  sync.RWMutex // content I/O vs staging swaps; taken before FS.mu
+
+	view atomic.Pointer[view] // set: a read-only node of the control folder (history.go)
 
 	parent      *Node
 	name        string           // display name (case preserved)
@@ -138,6 +141,9 @@ func (f *FS) attrLocked(n *Node) Attr {
 	if f.cfg.ReadOnly {
 		perm &^= 0o222
 	}
+	if n.view.Load() != nil {
+		perm = viewPerm(n)
+	}
 	a.Mode |= perm & 0o7777
 	return a
 }
@@ -239,16 +245,22 @@ func (f *FS) mkdirAllLocked(segs []string) *Node {
 
 // Lookup finds name in dir, case-insensitively.
 func (f *FS) Lookup(dir *Node, name string) (*Node, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	if !dir.dir {
 		return nil, ErrNotDir
 	}
 	if nameTooLong(name) {
 		return nil, syscall.ENAMETOOLONG
 	}
+	if v := dir.view.Load(); v != nil {
+		return f.viewLookup(dir, v, name)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	c := dir.children[remote.FoldName(name)]
 	if c == nil {
+		if dir == f.root && f.controlNameLocked(name) {
+			return f.hist.control, nil
+		}
 		return nil, ErrNotExist
 	}
 	return c, nil
@@ -264,11 +276,14 @@ type DirEntry struct {
 
 // Readdir lists a folder, sorted by name.
 func (f *FS) Readdir(dir *Node) ([]DirEntry, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	if !dir.dir {
 		return nil, ErrNotDir
 	}
+	if v := dir.view.Load(); v != nil {
+		return f.viewReaddir(dir, v)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	out := make([]DirEntry, 0, len(dir.children))
 	for _, c := range dir.children {
 		mode := uint32(syscall.S_IFREG)
@@ -316,6 +331,9 @@ func (f *FS) Status() Status {
 func (f *FS) Xattrs(n *Node) map[string]string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if v := n.view.Load(); v != nil {
+		return f.viewXattrsLocked(n, v)
+	}
 	if n == f.root {
 		if f.cfg.ControlSocket == "" {
 			return nil

@@ -23,7 +23,10 @@ func (f *FS) checkNewEntryLocked(dir *Node, name string) error {
 	if !dir.dir {
 		return ErrNotDir
 	}
-	if dir.children[remote.FoldName(name)] != nil {
+	if dir.view.Load() != nil {
+		return ErrReadOnly
+	}
+	if dir.children[remote.FoldName(name)] != nil || dir == f.root && f.controlNameLocked(name) {
 		return ErrExist
 	}
 	return checkPath(joinPath(f.pathLocked(dir), name))
@@ -54,13 +57,15 @@ func (f *FS) MkdirAs(dir *Node, name string, a NewAttr) (*Node, error) {
 
 // Rmdir removes an empty folder.
 func (f *FS) Rmdir(dir *Node, name string) error {
-	if f.cfg.ReadOnly {
+	if f.cfg.ReadOnly || dir.view.Load() != nil {
 		return ErrReadOnly
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := dir.children[remote.FoldName(name)]
 	switch {
+	case n == nil && dir == f.root && f.controlNameLocked(name):
+		return ErrReadOnly
 	case n == nil:
 		return ErrNotExist
 	case !n.dir:
@@ -79,13 +84,17 @@ func (f *FS) Rmdir(dir *Node, name string) error {
 // Unlink deletes a file: on the service (soft delete) if it was published,
 // and its pending publish if it was not.
 func (f *FS) Unlink(ctx context.Context, dir *Node, name string) error {
-	if f.cfg.ReadOnly {
+	if f.cfg.ReadOnly || dir.view.Load() != nil {
 		return ErrReadOnly
 	}
 	f.mu.Lock()
 	n := dir.children[remote.FoldName(name)]
 	if n == nil {
+		ctl := dir == f.root && f.controlNameLocked(name)
 		f.mu.Unlock()
+		if ctl {
+			return ErrReadOnly
+		}
 		return ErrNotExist
 	}
 	if n.dir {
@@ -93,8 +102,10 @@ func (f *FS) Unlink(ctx context.Context, dir *Node, name string) error {
 		return ErrIsDir
 	}
 	var doomed []uuid.UUID
+	var trashRow *remote.FileMeta
 	if n.fileID != uuid.Nil && f.byID[n.fileID] == n {
 		doomed = append(doomed, n.fileID)
+		trashRow = f.trashRowLocked(n)
 	}
 	if n.deleteNext != uuid.Nil {
 		doomed = append(doomed, n.deleteNext)
@@ -131,6 +142,15 @@ func (f *FS) Unlink(ctx context.Context, dir *Node, name string) error {
 			return err
 		}
 	}
+	if len(doomed) > 0 {
+		f.mu.Lock()
+		if trashRow != nil {
+			f.trashPutLocked(*trashRow) // shows in .evofs/trash at once
+		} else if f.hist.trashLoaded {
+			f.kickPoll() // the service's row comes with the next poll
+		}
+		f.mu.Unlock()
+	}
 	f.log.WithField("path", path).Debug("deleted")
 	return nil
 }
@@ -139,6 +159,9 @@ func (f *FS) Unlink(ctx context.Context, dir *Node, name string) error {
 func (f *FS) Rename(ctx context.Context, oldDir *Node, oldName string, newDir *Node, newName string, flags uint32) error {
 	if f.cfg.ReadOnly {
 		return ErrReadOnly
+	}
+	if oldDir.view.Load() != nil || newDir.view.Load() != nil {
+		return f.renameView(ctx, oldDir, oldName, newDir, newName, flags)
 	}
 	const renameNoReplace, renameExchange = 1, 2
 	if flags&renameExchange != 0 {
@@ -151,6 +174,10 @@ func (f *FS) Rename(ctx context.Context, oldDir *Node, oldName string, newDir *N
 	src := oldDir.children[remote.FoldName(oldName)]
 	dst := newDir.children[remote.FoldName(newName)]
 	switch {
+	case src == nil && oldDir == f.root && f.controlNameLocked(oldName),
+		dst == nil && newDir == f.root && f.controlNameLocked(newName):
+		f.mu.Unlock()
+		return ErrReadOnly // the control folder never moves, nor is replaced
 	case src == nil:
 		f.mu.Unlock()
 		return ErrNotExist

@@ -322,6 +322,8 @@ func (f *FS) Poll(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.noteDeletedLocked(deleted)
+	f.noteLiveLocked(changed, false)
 	for i := range deleted {
 		m := &deleted[i]
 		if m.DeletedAt != nil {
@@ -376,6 +378,7 @@ func (f *FS) Refresh(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.noteLiveLocked(files, true)
 	seen := make(map[uuid.UUID]bool, len(files))
 	for i := range files {
 		seen[files[i].FileID] = true
