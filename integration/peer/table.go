@@ -99,6 +99,9 @@ func printHeader(evofsVersion, rcloneVersion, azuriteVersion string) {
 	memGiB := float64(procMemTotalKiB()) / (1 << 20)
 	fmt.Printf("bench-peer %s UTC; %d cores, %.0f GiB, %s, kernel %s\n", time.Now().UTC().Format("2006-01-02 15:04"),
 		runtime.NumCPU(), memGiB, osName, strings.TrimSpace(string(kernel)))
+	if c, err := runOut("git", "rev-parse", "--short", "HEAD"); err == nil {
+		evofsVersion += " at " + strings.TrimSpace(c)
+	}
 	fmt.Printf("%s; %s; Azurite %s; %s\n", evofsVersion, rcloneVersion, azuriteVersion, cfg)
 }
 
