@@ -123,26 +123,6 @@ func (a *azurite) stored(ctx context.Context, container, name string) (size int6
 	return n, sum, true
 }
 
-// size is the size of container/name, or -1 when it does not exist.
-func (a *azurite) size(ctx context.Context, container, name string) int64 {
-	props, err := a.blockBlob(container, name).GetProperties(ctx, nil)
-	if bloberror.HasCode(err, bloberror.BlobNotFound) {
-		return -1
-	}
-	check(err, "properties of "+name)
-	return *props.ContentLength
-}
-
-// etag is the ETag of container/name ("" when it does not exist).
-func (a *azurite) etag(ctx context.Context, container, name string) string {
-	props, err := a.blockBlob(container, name).GetProperties(ctx, nil)
-	if bloberror.HasCode(err, bloberror.BlobNotFound) {
-		return ""
-	}
-	check(err, "properties of "+name)
-	return string(*props.ETag)
-}
-
 // uploadSmall stores data as container/name in one Put Blob.
 func (a *azurite) uploadSmall(ctx context.Context, container, name string, data []byte) error {
 	_, err := a.blockBlob(container, name).Upload(ctx, nopSeekCloser{bytes.NewReader(data)}, nil)

@@ -135,18 +135,6 @@ func (t *evofsTool) stored(ctx context.Context, path string) (int64, [32]byte, b
 	return n, sum, true
 }
 
-// version is a token that changes with each stored version of path ("" when none).
-func (t *evofsTool) versionOf(ctx context.Context, path string) string {
-	meta, err := t.client.GetByPath(ctx, path, remote.GetOptions{})
-	if err != nil {
-		if isNotFound(err) {
-			return ""
-		}
-		fail("metadata of %s: %v", path, err)
-	}
-	return fmt.Sprint(meta.VersionID)
-}
-
 func isNotFound(err error) bool { return errors.Is(err, remote.ErrNotFound) }
 
 // list returns the workspace's files under prefix (one listing).

@@ -20,32 +20,38 @@ import (
 )
 
 var (
-	cleanupMu  sync.Mutex
-	cleanups   []func()
-	cleanupRan bool
+	cleanupMu   sync.Mutex
+	cleanups    []func()
+	cleanupOnce sync.Once
+	cleaning    bool // cleanup has begun: what registers now is undone at once
 )
 
-// atCleanup registers fn; cleanup runs them last first.
+// atCleanup registers fn; cleanup runs them last first. Once cleanup has
+// begun (a signal while a row still runs), fn runs at once.
 func atCleanup(fn func()) {
 	cleanupMu.Lock()
-	defer cleanupMu.Unlock()
-	cleanups = append(cleanups, fn)
-}
-
-// cleanup runs every registered function once, last registered first.
-func cleanup() {
-	cleanupMu.Lock()
-	if cleanupRan {
+	if cleaning {
 		cleanupMu.Unlock()
+		fn()
 		return
 	}
-	cleanupRan = true
-	fns := cleanups
-	cleanups = nil
+	cleanups = append(cleanups, fn)
 	cleanupMu.Unlock()
-	for i := len(fns) - 1; i >= 0; i-- {
-		fns[i]()
-	}
+}
+
+// cleanup runs every registered function once, last registered first. A
+// second caller (main after a signal) waits until the first has finished.
+func cleanup() {
+	cleanupOnce.Do(func() {
+		cleanupMu.Lock()
+		cleaning = true
+		fns := cleanups
+		cleanups = nil
+		cleanupMu.Unlock()
+		for i := len(fns) - 1; i >= 0; i-- {
+			fns[i]()
+		}
+	})
 }
 
 // failure is what fail panics with; main recovers it, cleans up and exits 1.

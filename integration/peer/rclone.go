@@ -113,10 +113,6 @@ func (t *rcloneTool) stored(ctx context.Context, path string) (int64, [32]byte, 
 	return t.az.stored(ctx, rcloneContainer, path)
 }
 
-func (t *rcloneTool) versionOf(ctx context.Context, path string) string {
-	return t.az.etag(ctx, rcloneContainer, path)
-}
-
 // freeAddr is a free loopback TCP address.
 func freeAddr() string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
