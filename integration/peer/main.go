@@ -26,6 +26,9 @@
 //     the mount, until the tool says everything is uploaded and the store
 //     lists the file at its size; vs each tool's own direct upload of the
 //     same file (evofs: remote.Client.Publish; rclone: rclone copyto).
+//     The cell also says when the close returned.
+//   - mount until ready: how long that fresh mount took to answer (evofs
+//     lists the workspace when it mounts; rclone when a folder is read).
 //   - ls -lR cold / warm: 5,000 files in 500 folders seeded in the store;
 //     `ls -lR` on a fresh mount with the page cache dropped, then again.
 //   - 500 x 4 KiB until stored: 500 files written and closed one after
