@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/evofs
 MNT     ?= ./mnt
 
-.PHONY: build run test unit integration bench lint fmt
+.PHONY: build run test unit integration bench bench-peer lint fmt
 
 # -buildvcs=auto: `evofs version` shows the commit (when git is there).
 build:
@@ -41,6 +41,21 @@ BENCH      ?= .
 BENCHFLAGS ?=
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -p 1 -timeout 30m $(BENCHFLAGS) ./remote/ ./cache/ ./integration/
+
+# evofs and rclone mount side by side over one Azurite, one table (see
+# integration/peer/main.go; README, 'Against rclone mount'). Root only.
+# Installs what is missing, saying so: rclone and fuse3 (apt-get), Azurite
+# (npm). Small debugging runs: e.g. make bench-peer PEER_READ_MIB=16 PEER_ROWS=read.
+AZURITE_VERSION := 3.37.0
+bench-peer: build
+	@command -v rclone >/dev/null 2>&1 && command -v fusermount3 >/dev/null 2>&1 || { \
+	  echo "bench-peer: installing rclone and fuse3 with apt-get"; \
+	  apt-get install -y -qq rclone fuse3 >/dev/null || { apt-get update -qq && apt-get install -y -qq rclone fuse3 >/dev/null; }; }
+	@if ! command -v azurite-blob >/dev/null 2>&1 || [ "$$(azurite --version 2>/dev/null)" != "$(AZURITE_VERSION)" ]; then \
+	  echo "bench-peer: installing azurite@$(AZURITE_VERSION) with npm"; \
+	  npm install -g --no-fund --no-audit azurite@$(AZURITE_VERSION) >/dev/null; fi
+	$(GO) build -o bin/bench-peer ./integration/peer
+	PEER_EVOFS=$(CURDIR)/$(BIN) bin/bench-peer
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
