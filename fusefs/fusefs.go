@@ -521,7 +521,14 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 }
 
 // Getxattr serves the core's user.evofs.* attributes (vfs.XattrNames).
+// Other namespaces (security., system., trusted.) are not supported at all:
+// ENOTSUP, not ENODATA, lets ls -l stop asking every file for an SELinux
+// label and an ACL (coreutils remembers an unsupported device), which was a
+// third of the FUSE requests of a warm ls -lR.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if !strings.HasPrefix(attr, "user.") {
+		return 0, syscall.ENOTSUP
+	}
 	v, ok := n.m.core.Xattrs(n.n)[attr]
 	if !ok {
 		return 0, syscall.ENODATA

@@ -464,6 +464,12 @@ func TestXattrsAndStatfs(t *testing.T) {
 	if got := get("user.evofs.state"); got != "published" {
 		t.Fatalf("state xattr %q", got)
 	}
+	// no SELinux labels or ACLs here: "not supported", so ls -l stops asking
+	for _, name := range []string{"security.selinux", "system.posix_acl_access"} {
+		if _, err := unix.Getxattr(m.path("f.txt"), name, make([]byte, 64)); !errors.Is(err, unix.ENOTSUP) {
+			t.Fatalf("getxattr %s: %v, want ENOTSUP", name, err)
+		}
+	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(m.dir, &st); err != nil || st.Blocks == 0 || st.Bsize == 0 {
 		t.Fatalf("statfs: %+v %v", st, err)
