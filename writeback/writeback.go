@@ -136,11 +136,14 @@ type Result struct {
 	ConflictPath string
 }
 
+// DefaultTransfers is Config.Transfers' default.
+const DefaultTransfers = 4
+
 // Config configures a Queue.
 type Config struct {
 	Dir       string        // journal directory (required)
 	Delay     time.Duration // hold a job this long after its last Enqueue
-	Transfers int           // parallel publishes, default 4
+	Transfers int           // parallel publishes, default DefaultTransfers
 	RetryMin  time.Duration // first retry delay, default 1 s
 	RetryMax  time.Duration // cap, default 1 min
 	// Cache, if set, adopts published staging files as the new version's content.
@@ -211,7 +214,7 @@ func New(cfg Config, p Publisher) (*Queue, error) {
 		return nil, errors.New("writeback: nil Publisher")
 	}
 	if cfg.Transfers <= 0 {
-		cfg.Transfers = 4
+		cfg.Transfers = DefaultTransfers
 	}
 	if cfg.RetryMin <= 0 {
 		cfg.RetryMin = time.Second
