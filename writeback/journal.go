@@ -183,10 +183,13 @@ type committer struct {
 	running bool       // guarded by mu
 	err     error      // guarded by mu; the last finished sync's error
 	syncs   int        // guarded by mu; fsyncs run (tests)
+	waiting int        // guarded by mu; callers waiting for a sync (tests)
+
+	syncFn func(dir string) error // syncDir; replaced by tests
 }
 
 func newCommitter(dir string) *committer {
-	c := &committer{dir: dir}
+	c := &committer{dir: dir, syncFn: syncDir}
 	c.cond = sync.NewCond(&c.mu)
 	return c
 }
@@ -200,14 +203,16 @@ func (c *committer) commit() error {
 	want := c.started + 1 // a sync that starts from now on
 	for c.done < want {
 		if c.running {
+			c.waiting++
 			c.cond.Wait()
+			c.waiting--
 			continue
 		}
 		c.running = true
 		c.started++
 		gen := c.started
 		c.mu.Unlock()
-		err := syncDir(c.dir)
+		err := c.syncFn(c.dir)
 		c.mu.Lock()
 		c.running = false
 		c.done, c.err = gen, err
