@@ -19,17 +19,19 @@ package writeback
 // (journal.commit). A record's own fsync cannot be shared (one fsync per
 // file), but it runs in parallel with the staging file's (Enqueue).
 //
-// Which writes are durable (the rest are written, so a kill -9 keeps them,
-// but a power cut may lose them, which a restart must and does tolerate):
+// Which changes are durable (the others are made, so a kill -9 keeps them,
+// but a power cut may lose them, which a restart must and does tolerate;
+// crash_test.go kills a child process at points of this path, and replays
+// a power cut):
 //   - a new job's record (Enqueue): fsync + rename + commit; the close promise;
 //   - the registered ticket (OnRegistered): fsync + rename + commit; a
 //     restart must resume that version, not mistake it for someone else's;
 //   - re-based, retried, failed, renamed and block-acked records: durable;
 //   - a cancelled or released job's removal: commit (it must not come back);
-//   - the published state: durable only when a DeleteAfter step is left
-//     (that step must run after a restart); otherwise it is kept in memory
-//     only: a restart finds the registered record, re-registers its version,
-//     learns it is committed and only cleans up;
+//   - the published state: journaled (durably) only when a DeleteAfter step
+//     is left (that step must run after a restart); otherwise it is kept in
+//     memory only: a restart finds the registered record, re-registers its
+//     version, learns it is committed and only cleans up;
 //   - removal of a finished job's record and of a superseded one: no
 //     commit. A finished job comes back (after a power cut) as registered and
 //     resumes as above, with or without its staging file; a superseded one

@@ -315,10 +315,12 @@ func (q *Queue) finish(ctx context.Context, j *job, res Result) error {
 	j.done = j.rec.Size
 	q.notifyLocked()
 	q.mu.Unlock()
-	// Durable only with a DeleteAfter step left: otherwise a restart that
-	// lost this record resumes the registered version, finds it committed
-	// and only cleans up (see journal.go).
-	q.persistAs(j, deleteAfter)
+	// Journaled (durably) only with a DeleteAfter step left: otherwise a
+	// restart finds the registered record, resumes that version, finds it
+	// committed and only cleans up (see journal.go).
+	if deleteAfter {
+		q.persist(j)
+	}
 	crashPoint("published")
 	if cancelled {
 		return nil

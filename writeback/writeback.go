@@ -161,7 +161,7 @@ type Result struct {
 }
 
 // DefaultTransfers is Config.Transfers' default.
-const DefaultTransfers = 4
+const DefaultTransfers = 8
 
 // Config configures a Queue.
 type Config struct {
