@@ -262,6 +262,8 @@ func TestPowerCutAfterPublishIsHarmless(t *testing.T) {
 				if p != "registered" {
 					return
 				}
+				mu.Lock() // one snapshot at a time, numbered in the order taken
+				defer mu.Unlock()
 				snap := map[string][]byte{}
 				ents, _ := os.ReadDir(e.dir)
 				for _, d := range ents {
@@ -269,9 +271,7 @@ func TestPowerCutAfterPublishIsHarmless(t *testing.T) {
 						snap[d.Name()] = b
 					}
 				}
-				mu.Lock()
 				snaps[fmt.Sprint(len(snaps))] = snap
-				mu.Unlock()
 			}
 			t.Cleanup(func() { crashHook = nil })
 			staged := map[string][]byte{}
@@ -289,10 +289,9 @@ func TestPowerCutAfterPublishIsHarmless(t *testing.T) {
 			}
 			q.Close()
 			crashHook = nil
-			// The journal as the last registration left it: every job's
-			// durable record is its ticket, or its enqueue record for jobs
-			// registered later... take the union of all snapshots, newest
-			// record of each job.
+			// The journal as its commits left it: each job's newest record
+			// taken at a commit is its ticket (union of the snapshots,
+			// later ones win).
 			restored := map[string][]byte{}
 			for i := range len(snaps) {
 				for name, b := range snaps[fmt.Sprint(i)] {
