@@ -32,11 +32,19 @@ package writeback
 //     is left (that step must run after a restart); otherwise it is kept in
 //     memory only: a restart finds the registered record, re-registers its
 //     version, learns it is committed and only cleans up;
-//   - removal of a finished job's record and of a superseded one: no
-//     commit. A finished job comes back (after a power cut) as registered and
-//     resumes as above, with or without its staging file; a superseded one
-//     comes back older (smaller Seq) than the record that replaced it, which
-//     New installs over it. Any later commit makes such a removal durable too.
+//   - removal of a finished job's record and of one a newer Enqueue
+//     replaced: no commit. A finished job comes back (after a power cut) as
+//     registered and resumes as above, with or without its staging file; a
+//     replaced one comes back older (smaller Seq) than the record that
+//     replaced it, which New installs over it. Any later commit makes such a
+//     removal durable too;
+//   - the cache's adoption of the published file (cache.Adopt): no sync; a
+//     lost cache entry is fetched again.
+//
+// Per small file that is 3 fsyncs on close (staging and record at once, then
+// a shared directory sync) and 2 while publishing (the ticket, then a shared
+// directory sync), down from 3 + 8.
+
 import (
 	"encoding/json"
 	"errors"
