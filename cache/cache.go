@@ -37,7 +37,8 @@
 // on Close) and only ever lists chunks whose bytes were made durable first:
 // persist snapshots the bitmap, fdatasyncs the content file, then writes the
 // sidecar to a temp file, fsyncs it, renames it over the old one and fsyncs
-// the directory. So after kill -9 or power loss the sidecar may miss recent
+// the directory (Adopt syncs nothing: its caller made the content durable,
+// and a lost sidecar only drops the entry). So after kill -9 or power loss the sidecar may miss recent
 // chunks (they are refetched) but never lists one whose bytes are torn. As a
 // second line of defence each recorded chunk carries a CRC-32C; chunks loaded
 // from disk are verified on their first read and refetched on mismatch, and

@@ -692,7 +692,12 @@ func (e *Entry) destroy() {
 // The caller holds a file reference. See the package comment for why the
 // order snapshot → fdatasync(content) → write+fsync+rename(sidecar) makes
 // every recorded chunk durable before it is recorded.
-func (e *Entry) persist() error {
+func (e *Entry) persist() error { return e.persistAs(true) }
+
+// persistAs is persist; with durable false nothing is synced (Adopt: the
+// content is already durable, and a sidecar lost or torn in a power cut
+// only drops the entry: it is checksummed).
+func (e *Entry) persistAs(durable bool) error {
 	e.pmu.Lock()
 	defer e.pmu.Unlock()
 	e.c.mu.Lock()
@@ -709,9 +714,12 @@ func (e *Entry) persist() error {
 	b := encodeMeta(meta{key: e.key, size: e.size, chunkSize: e.c.chunkSize, present: e.present.clone(), crc: append([]uint32(nil), e.crc...)})
 	e.dirty = false
 	e.mu.Unlock()
-	err := unix.Fdatasync(int(e.f.Fd()))
+	var err error
+	if durable {
+		err = unix.Fdatasync(int(e.f.Fd()))
+	}
 	if err == nil {
-		err = writeFileAtomic(e.c.metaPath(e.name), b)
+		err = writeFileAtomic(e.c.metaPath(e.name), b, durable)
 	}
 	if err != nil {
 		e.mu.Lock()

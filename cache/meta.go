@@ -111,15 +111,16 @@ func decodeMeta(b []byte) (meta, error) {
 	return m, nil
 }
 
-// writeFileAtomic replaces path with b: temp file, fsync, rename, fsync dir.
-func writeFileAtomic(path string, b []byte) error {
+// writeFileAtomic replaces path with b: temp file, fsync, rename, fsync dir
+// (without the fsyncs unless durable).
+func writeFileAtomic(path string, b []byte, durable bool) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(b)
-	if err == nil {
+	if err == nil && durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -131,6 +132,9 @@ func writeFileAtomic(path string, b []byte) error {
 	if err != nil {
 		os.Remove(tmp)
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return syncDir(filepath.Dir(path))
 }

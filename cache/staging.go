@@ -24,6 +24,10 @@ func (c *Cache) NewStaging() (*os.File, error) {
 // copying where possible (hard link). The staging file itself is left in
 // place for the caller to remove. The entry is unpinned and under the LRU.
 //
+// Adopt syncs nothing: the caller made the staging file durable, and the
+// entry's sidecar, if a power cut loses or tears it (it is checksummed),
+// only drops the entry, whose content is then fetched again.
+//
 // With a hard link the staging file and the content share one inode, so the
 // caller must not modify the staging file after Adopt (remove it, or copy it
 // to a new staging file before writing again). Any pinned entry of k keeps
@@ -107,7 +111,7 @@ func (c *Cache) adoptFile(k Key, name string, size int64) (*Entry, error) {
 	e.npresent, e.bytes, e.dirty = e.nchunks, size, true
 	// Not yet published: no other goroutine can see e.
 	e.f, e.openers = f, 1
-	err = e.persist()
+	err = e.persistAs(false)
 	e.f, e.openers = nil, 0
 	return e, err
 }

@@ -34,8 +34,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,9 +48,6 @@ import (
 
 const (
 	mib = 1 << 20
-	// writebackTransfers is writeback.Config.Transfers' default: the number
-	// of parallel publishes of a mount, used as the baseline's parallelism.
-	writebackTransfers = 4
 	// readBuf is the user buffer of sequential reads (all sides).
 	readBuf = 1 * mib
 )
@@ -676,86 +671,6 @@ func procStatus(b *testing.B, field string) int64 {
 	}
 	b.Fatalf("no %s in /proc/self/status", field)
 	return 0
-}
-
-// ---------------------------------------------------------------------------
-// 7: many small files.
-
-// BenchmarkCreate1000Small: create 1,000 files of 4 KiB through the mount
-// (one writer, like an untar) until all are published, vs 1,000 direct
-// Client.Publish calls on writebackTransfers goroutines (the mount's publish
-// parallelism). Aim: ratio reported, higher is better.
-func BenchmarkCreate1000Small(b *testing.B) {
-	requireFUSE(b)
-	const files, size = 1000, 4 << 10
-	ts := emulator.NewTestServer(b, emulator.Options{})
-	c := benchClient(b, ts)
-	m := mountOn(b, ts, mountOpts{})
-	ctx := context.Background()
-	bodies := make([][]byte, files)
-	for i := range bodies {
-		bodies[i] = randomBytes(int64(7000+i), size)
-	}
-	var tMount, tWrite, tDirect time.Duration
-	iters := 0
-	for b.Loop() {
-		iters++
-		directDir, mountDir := fmt.Sprintf("direct-%d", iters), fmt.Sprintf("mount-%d", iters)
-		syncDisks()
-		tDirect += timed(func() {
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			errs := make(chan error, writebackTransfers)
-			for range writebackTransfers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := int(next.Add(1) - 1); i < files; i = int(next.Add(1) - 1) {
-						t := remote.Target{Path: fmt.Sprintf("%s/f%04d.bin", directDir, i)}
-						if _, err := c.Publish(ctx, t, bytes.NewReader(bodies[i]), size, remote.PublishOptions{}); err != nil {
-							errs <- err
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			if err := <-errs; err != nil {
-				b.Fatal(err)
-			}
-		})
-		syncDisks()
-		start := time.Now()
-		if err := os.Mkdir(m.path(mountDir), 0o755); err != nil {
-			b.Fatal(err)
-		}
-		for i, body := range bodies {
-			writeFile(b, m.path(fmt.Sprintf("%s/f%04d.bin", mountDir, i)), body)
-		}
-		tWrite += time.Since(start)
-		drainFor(b, m, 5*time.Minute)
-		tMount += time.Since(start)
-		for i, body := range bodies {
-			for _, d := range []string{directDir, mountDir} {
-				p := fmt.Sprintf("%s/f%04d.bin", d, i)
-				got, _, _, err := ts.ReadFile(ts.Org, ts.Workspace, p)
-				if err != nil {
-					b.Fatal(err)
-				}
-				mustEqual(b, p+" on the service", got, body)
-			}
-		}
-	}
-	fm, fd := float64(files*iters)/tMount.Seconds(), float64(files*iters)/tDirect.Seconds()
-	r := tDirect.Seconds() / tMount.Seconds()
-	fw := float64(files*iters) / tWrite.Seconds()
-	b.ReportMetric(fm, "mount-files/s")
-	b.ReportMetric(fw, "mount-create-files/s")
-	b.ReportMetric(fd, "direct-files/s")
-	b.ReportMetric(r, "ratio")
-	b.Logf("create+publish %d × 4 KiB: mount %.0f files/s (creating alone %.0f files/s), direct Publish ×%d %.0f files/s, ratio %.2f",
-		files, fm, fw, writebackTransfers, fd, r)
 }
 
 // ---------------------------------------------------------------------------

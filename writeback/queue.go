@@ -127,11 +127,17 @@ func (q *Queue) stagingInUseLocked(path string, j *job) bool {
 }
 
 // discard deletes the record of a job already taken out of the lists, and
-// its staging file if withStaging and no other job uses it.
-func (q *Queue) discard(j *job, withStaging bool) {
+// its staging file if withStaging and no other job uses it. durable: the
+// removal is committed before discard returns (a cancelled job must not come
+// back); otherwise its loss must be harmless on restart (see journal.go).
+func (q *Queue) discard(j *job, withStaging, durable bool) {
 	j.wmu.Lock()
 	j.removed = true
-	if err := removeRecord(q.cfg.Dir, j.rec.ID); err != nil {
+	err := dropRecord(q.cfg.Dir, j.rec.ID)
+	if err == nil && durable {
+		err = q.journal.commit()
+	}
+	if err != nil {
 		q.logJob(j.rec.Job).WithError(err).Error("writeback: journal")
 	}
 	j.wmu.Unlock()
@@ -149,9 +155,15 @@ func (q *Queue) discard(j *job, withStaging bool) {
 	}
 }
 
-// persist writes j's current state to the journal (unless removed). A failed
-// write is logged: the job goes on; only crash recovery of this step suffers.
-func (q *Queue) persist(j *job) {
+// persist durably writes j's current state to the journal (unless removed).
+// A failed write is logged: the job goes on; only crash recovery of this step
+// suffers.
+func (q *Queue) persist(j *job) { q.persistAs(j, true) }
+
+// persistAs is persist; with durable false the record is written (a kill -9
+// keeps it) but neither fsynced nor committed, for states whose loss in a
+// power cut a restart tolerates (see journal.go).
+func (q *Queue) persistAs(j *job, durable bool) {
 	j.wmu.Lock()
 	defer j.wmu.Unlock()
 	if j.removed {
@@ -164,7 +176,11 @@ func (q *Queue) persist(j *job) {
 		rec.State = StatePending
 	}
 	q.mu.Unlock()
-	if err := writeRecord(q.cfg.Dir, &rec); err != nil {
+	err := putRecord(q.cfg.Dir, &rec, durable)
+	if err == nil && durable {
+		err = q.journal.commit()
+	}
+	if err != nil {
 		q.logJob(rec.Job).WithError(err).Error("writeback: journal")
 	}
 }
@@ -217,25 +233,26 @@ func (e *DrainError) Error() string {
 // Unwrap gives the failed jobs' errors to errors.Is/As.
 func (e *DrainError) Unwrap() []error { return e.Failed }
 
-// syncFile fsyncs the staging file (the caller should have; cheap if so) and
-// returns its size.
-func syncFile(path string) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
+// statFile returns the size of the staging file, a regular file.
+func statFile(path string) (int64, error) {
+	st, err := os.Stat(path)
 	if err != nil {
 		return 0, err
 	}
 	if !st.Mode().IsRegular() {
 		return 0, fmt.Errorf("%s is not a regular file", path)
 	}
-	if err := f.Sync(); err != nil {
-		return 0, err
-	}
 	return st.Size(), nil
+}
+
+// syncFile fsyncs the staging file (the caller should have; cheap if so).
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // load rebuilds the queue from the journal: records are installed in Seq
@@ -271,13 +288,20 @@ func (q *Queue) load() error {
 	}
 	for _, j := range dropped {
 		q.logJob(j.rec.Job).Info("writeback: journaled job superseded by a newer one")
-		q.discard(j, true)
+		q.discard(j, true, false) // it would be superseded again
 	}
 	for _, j := range check {
 		if j.rec.State == StatePublished {
 			continue // only clean-up left; the staging file may already be gone
 		}
 		_, serr := os.Stat(j.rec.Job.Staging)
+		if serr != nil && j.rec.State == StatePending && j.rec.Ticket != nil && j.rec.Target != nil {
+			// A registered job whose staging file is gone was published and
+			// cleaned up, but the removal of its record was not committed
+			// before a power cut: resuming its version finds it committed
+			// (publish, missing staging).
+			continue
+		}
 		if j.rec.State == StateFailed && serr == nil {
 			// A restart is a new attempt, not a blind retry: the role,
 			// the sign-in or the service may have been fixed meanwhile.

@@ -135,9 +135,14 @@ func retryable(err error) bool {
 	return remote.Retryable(err)
 }
 
+// missingStaging reads as the error that opening the staging file gave.
+type missingStaging struct{ err error }
+
+func (m missingStaging) ReadAt([]byte, int64) (int, error) { return 0, m.err }
+
 // stagingReader remembers a local read failure, whatever the client makes of it.
 type stagingReader struct {
-	f   *os.File
+	f   io.ReaderAt
 	mu  sync.Mutex
 	err error
 }
@@ -163,16 +168,25 @@ func (r *stagingReader) failure() error {
 var errRetarget = errors.New("file deleted remotely during publish")
 
 func (q *Queue) publish(ctx context.Context, j *job, rec record) (Result, error) {
+	var content io.ReaderAt
+	var size int64
 	f, err := os.Open(rec.Job.Staging)
-	if err != nil {
+	switch {
+	case errors.Is(err, os.ErrNotExist) && rec.Ticket != nil && rec.Target != nil:
+		// Published and cleaned up before a power cut took the record's
+		// removal (load): the resume finds the version committed and sends
+		// nothing; if it is not, the missing file fails the job.
+		content, size = missingStaging{err}, rec.Size
+	case err != nil:
 		return Result{}, errStaging{err}
+	default:
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return Result{}, errStaging{err}
+		}
+		content, size = f, st.Size()
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return Result{}, errStaging{err}
-	}
-	size := st.Size()
 	q.mu.Lock()
 	if rec.Size != size {
 		// block ids name offsets only: staged blocks of another size are not ours
@@ -218,7 +232,8 @@ func (q *Queue) publish(ctx context.Context, j *job, rec record) (Result, error)
 			}
 			j.rec.Ticket = &ticket{FileID: t.FileID, VersionID: t.VersionID}
 			q.mu.Unlock()
-			q.persist(j)
+			q.persist(j) // durable before any byte goes: a restart resumes this version
+			crashPoint("registered")
 		},
 		OnBlockAcked: func(bs int64, id string) {
 			q.mu.Lock()
@@ -235,8 +250,11 @@ func (q *Queue) publish(ctx context.Context, j *job, rec record) (Result, error)
 			q.mu.Unlock()
 		},
 	}
-	sr := &stagingReader{f: f}
+	sr := &stagingReader{f: content}
 	meta, err := q.pub.Publish(ctx, tgt.remote(), sr, size, opts)
+	if err == nil {
+		crashPoint("uploaded")
+	}
 	if err != nil {
 		if rerr := sr.failure(); rerr != nil && ctx.Err() == nil {
 			return Result{}, errStaging{rerr}
@@ -295,10 +313,17 @@ func (q *Queue) finish(ctx context.Context, j *job, res Result) error {
 		j.rec.Tries, j.rec.LastError, j.err = 0, "", nil
 	}
 	cancelled := j.cancelled
+	deleteAfter := j.rec.Job.DeleteAfter != uuid.Nil
 	j.done = j.rec.Size
 	q.notifyLocked()
 	q.mu.Unlock()
-	q.persist(j)
+	// Journaled (durably) only with a DeleteAfter step left: otherwise a
+	// restart finds the registered record, resumes that version, finds it
+	// committed and only cleans up (see journal.go).
+	if deleteAfter {
+		q.persist(j)
+	}
+	crashPoint("published")
 	if cancelled {
 		return nil
 	}
@@ -490,12 +515,15 @@ func (q *Queue) settle(j *job, res Result, err error) outcome {
 	switch out {
 	case outCancelled:
 		q.undoCancelled(j, err)
-		q.discard(j, true)
+		q.discard(j, true, true)
 	case outDone:
-		q.discard(j, true)
+		// Not committed: if a power cut brings the record back, it resumes
+		// its committed version and only cleans up (see journal.go).
+		q.discard(j, true, false)
+		crashPoint("discarded")
 	case outSuperseded:
 		log.WithError(err).Warn("writeback: publish failed; superseded by a newer enqueue")
-		q.discard(j, true)
+		q.discard(j, true, true)
 	case outRetry:
 		log.WithError(err).WithField("tries", tries).Warn("writeback: publish failed; will retry")
 		q.persist(j)

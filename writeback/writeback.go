@@ -46,19 +46,43 @@
 // it keeps its record and staging file and is not retried until a new
 // Enqueue of its key replaces it. Wait and Drain report it as a *JobError.
 //
+// # Durability and group commit
+//
+// Enqueue returns once the staging file and the job's record are fsynced
+// and the record's name is committed (fsync of the journal directory): the
+// close promise. The two fsyncs run at once, and the directory sync is a
+// group commit shared by every Enqueue and worker that changed the journal
+// before it started (journal.go), so closes that arrive together share it.
+// A worker journals the registered ticket durably (before any byte is sent);
+// the published state and the removal of a finished job's record are not
+// committed, because a restart that finds the registered record instead
+// resumes that version, learns it is committed and only cleans up, with or
+// without the staging file. journal.go lists what each sync protects.
+//
+// # Concurrency
+//
+// Up to Config.Transfers jobs of different keys publish at once (one
+// goroutine each, started by the scheduler), so many small files overlap
+// their round trips to the service. Enqueues of different keys journal in
+// parallel.
+//
 // # Locks
 //
-// Lock order: Queue.enqMu → job.wmu → Queue.mu. Queue.mu guards all in-memory
-// state and is never held across I/O (network, journal writes, callbacks).
-// job.wmu serialises the journal writes of one job so that the last write is
-// always the newest snapshot, and a removed record is never resurrected.
-// enqMu makes journal order (Seq) equal install order across Enqueues.
+// Lock order: Queue.enqMu[stripe] → job.wmu → committer.mu, and job.wmu →
+// Queue.mu. Queue.mu guards all in-memory state and is never held across I/O
+// (network, journal writes, callbacks). job.wmu serialises the journal
+// writes of one job so that the last write is always the newest snapshot,
+// and a removed record is never resurrected. enqMu, striped by key, makes
+// journal order (Seq) equal install order across the Enqueues of a key (the
+// only order New's reload depends on). committer.mu is held only to start
+// or await a directory sync, never across it.
 package writeback
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"sort"
@@ -136,11 +160,14 @@ type Result struct {
 	ConflictPath string
 }
 
+// DefaultTransfers is Config.Transfers' default.
+const DefaultTransfers = 8
+
 // Config configures a Queue.
 type Config struct {
 	Dir       string        // journal directory (required)
 	Delay     time.Duration // hold a job this long after its last Enqueue
-	Transfers int           // parallel publishes, default 4
+	Transfers int           // parallel publishes, default DefaultTransfers
 	RetryMin  time.Duration // first retry delay, default 1 s
 	RetryMax  time.Duration // cap, default 1 min
 	// Cache, if set, adopts published staging files as the new version's content.
@@ -189,7 +216,9 @@ type Queue struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 
-	enqMu sync.Mutex // serialises Enqueue; see the package comment
+	journal *committer // group commit of the journal directory
+
+	enqMu [enqStripes]sync.Mutex // serialise Enqueues of a key (striped by key); see the package comment
 
 	mu       sync.Mutex
 	keys     map[string][]*job // guarded by mu; oldest first, only [0] may be active; never empty slices
@@ -199,6 +228,16 @@ type Queue struct {
 	draining int               // guarded by mu; Drain calls in progress (new jobs are due at once)
 	closed   bool              // guarded by mu
 	changed  chan struct{}     // guarded by mu; closed and replaced on every change (waiters)
+}
+
+// enqStripes is the number of Enqueue locks; Enqueues of keys on different
+// stripes journal in parallel and share their commits.
+const enqStripes = 64
+
+func (q *Queue) enqLock(key string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return &q.enqMu[h.Sum32()%enqStripes]
 }
 
 // New loads the journal in cfg.Dir and starts the workers; journaled jobs
@@ -211,7 +250,7 @@ func New(cfg Config, p Publisher) (*Queue, error) {
 		return nil, errors.New("writeback: nil Publisher")
 	}
 	if cfg.Transfers <= 0 {
-		cfg.Transfers = 4
+		cfg.Transfers = DefaultTransfers
 	}
 	if cfg.RetryMin <= 0 {
 		cfg.RetryMin = time.Second
@@ -242,6 +281,7 @@ func New(cfg Config, p Publisher) (*Queue, error) {
 		keys:    make(map[string][]*job),
 		held:    make(map[string]*job),
 		changed: make(chan struct{}),
+		journal: newCommitter(cfg.Dir),
 	}
 	if err := q.load(); err != nil {
 		return nil, err
@@ -260,13 +300,14 @@ func (q *Queue) Enqueue(j Job) error {
 	if j.Key == "" || j.Path == "" || j.Staging == "" {
 		return errors.New("writeback: job needs Key, Path and Staging")
 	}
-	size, err := syncFile(j.Staging)
+	size, err := statFile(j.Staging)
 	if err != nil {
 		return fmt.Errorf("writeback: staging: %w", err)
 	}
 
-	q.enqMu.Lock()
-	defer q.enqMu.Unlock()
+	mu := q.enqLock(j.Key)
+	mu.Lock()
+	defer mu.Unlock()
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -284,15 +325,39 @@ func (q *Queue) Enqueue(j Job) error {
 	}}
 	q.mu.Unlock()
 
-	// Journal first: once Enqueue returns the job survives a crash.
-	if err := writeRecord(q.cfg.Dir, &nj.rec); err != nil {
+	// Journal first: once Enqueue returns the job survives a crash. The
+	// staging file's fsync and the record's run at once (one device flush
+	// can serve both); the record is renamed into place only once both
+	// hold, so a record never names bytes that are not on disk; the rename
+	// is committed with whatever else the journal has to commit.
+	serr := make(chan error, 1)
+	go func() { serr <- syncFile(j.Staging) }()
+	tmp, err := prepareRecord(q.cfg.Dir, &nj.rec)
+	if e := <-serr; e != nil {
+		if err == nil {
+			os.Remove(tmp)
+		}
+		return fmt.Errorf("writeback: staging: %w", e)
+	}
+	if err == nil {
+		err = installRecord(q.cfg.Dir, tmp, nj.rec.ID)
+	}
+	if err == nil {
+		crashPoint("enqueue-renamed")
+		err = q.journal.commit()
+	}
+	if err != nil {
+		dropRecord(q.cfg.Dir, nj.rec.ID)
 		return err
 	}
+	crashPoint("enqueued")
 
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		removeRecord(q.cfg.Dir, nj.rec.ID)
+		if dropRecord(q.cfg.Dir, nj.rec.ID) == nil {
+			q.journal.commit()
+		}
 		return ErrClosed
 	}
 	nj.due = nj.rec.Queued.Add(q.cfg.Delay)
@@ -304,14 +369,14 @@ func (q *Queue) Enqueue(j Job) error {
 	q.notifyLocked()
 	q.mu.Unlock()
 	q.nudge()
-	if held != nil { // replaced by nj, journaled above
-		q.discard(held, false)
+	if held != nil { // replaced by nj, journaled above (see journal.go)
+		q.discard(held, false, false)
 	}
 
 	q.logJob(nj.rec.Job).WithField("size", size).Debug("writeback: enqueued")
 	if old != nil {
 		q.logJob(old.rec.Job).Debug("writeback: replaced by a newer enqueue")
-		q.discard(old, true)
+		q.discard(old, true, false)
 	}
 	return nil
 }
@@ -335,7 +400,7 @@ func (q *Queue) Take(key string) (Job, bool) {
 	q.notifyLocked()
 	q.mu.Unlock()
 	if prev != nil { // not expected: an Enqueue releases the held job
-		q.discard(prev, false)
+		q.discard(prev, false, true)
 	}
 	return j.rec.Job, true
 }
@@ -348,7 +413,7 @@ func (q *Queue) Release(key string) {
 	held := q.popHeldLocked(key)
 	q.mu.Unlock()
 	if held != nil {
-		q.discard(held, false)
+		q.discard(held, false, true)
 	}
 }
 
@@ -382,7 +447,7 @@ func (q *Queue) Cancel(key string) {
 	q.notifyLocked()
 	q.mu.Unlock()
 	if held != nil { // its staging file is the caller's
-		q.discard(held, false)
+		q.discard(held, false, true)
 	}
 	for _, j := range drop {
 		q.logJob(j.rec.Job).Info("writeback: cancelled before publishing")
@@ -393,11 +458,11 @@ func (q *Queue) Cancel(key string) {
 			go func(j *job) {
 				defer q.wg.Done()
 				q.undoCancelled(j, nil)
-				q.discard(j, true)
+				q.discard(j, true, true)
 			}(j)
 			continue
 		}
-		q.discard(j, true)
+		q.discard(j, true, true)
 	}
 }
 

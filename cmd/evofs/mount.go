@@ -104,7 +104,7 @@ func defineMountFlags(fl *pflag.FlagSet, m *mountFlags) {
 	fl.DurationVar(&m.entryTT, "entry-ttl", time.Second, "kernel name cache lifetime")
 	fl.IntVar(&m.uid, "uid", os.Getuid(), "owner of every file")
 	fl.IntVar(&m.gid, "gid", os.Getgid(), "group of every file")
-	fl.IntVar(&m.transfers, "transfers", 4, "parallel publishes")
+	fl.IntVar(&m.transfers, "transfers", writeback.DefaultTransfers, "parallel publishes (small files publish this many at once)")
 	m.cacheSize, m.maxDirRename = 10<<30, 1<<30
 	fl.Var(&m.cacheSize, "cache-size", "content cache budget (bytes; K/M/G/T suffixes are powers of 1024: 10G, 512Mi)")
 	fl.Var(&m.maxDirRename, "max-dir-rename", "largest folder renamed in place (bytes, suffixes as --cache-size); above it rename answers EXDEV and mv copies")

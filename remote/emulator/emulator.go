@@ -19,7 +19,8 @@
 //     Options.Verify, and the Workspaces API list on the hub.
 //   - Test hooks: fault injection, request counters, URL expiry, publish delay,
 //     direct seeding (PutFile/ReadFile/DeleteFile), and a network-like Link
-//     (shared bandwidth, round trip) for downloads (link.go).
+//     (shared bandwidth, round trip) for downloads, and a round trip for
+//     every other request (link.go).
 //
 // # Invariants
 //
@@ -103,7 +104,7 @@ type Options struct {
 	RestoreSeeOther   bool             // restore answers 303 + metadata instead of 204
 	Logger            *logrus.Entry    // request log; nil = silent
 	Seed              int64            // seed of the FailRate generator; 0 = 1
-	Link              Link             // network shaping of blob downloads; zero = none
+	Link              Link             // network shaping (download bandwidth, round trips); zero = none
 	// AzureBlobs, when set, keeps blobs in an Azure Storage account
 	// (Azurite) and issues its SAS URLs instead of serving blobs itself.
 	AzureBlobs *AzureBlobs
@@ -504,6 +505,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			writeProblem(sw, 500, "/api-errors", "", "Server closed.")
 		}
+		return
+	}
+	if !s.link.Load().roundTrip(r.Context(), rt.op) {
 		return
 	}
 	rt.handler(sw, r)

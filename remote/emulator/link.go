@@ -16,7 +16,9 @@ type Link struct {
 	// Bandwidth is the capacity in bytes/s shared by all Get Blob bodies
 	// being sent at once (one link, many connections); 0 = unlimited.
 	Bandwidth int64
-	// RTT delays the first byte of every Get Blob answer.
+	// RTT delays the first byte of every Get Blob answer, and every other
+	// request (API calls, blob uploads) before it is handled: one round
+	// trip each, what sets the pace of many small requests.
 	RTT time.Duration
 }
 
@@ -41,6 +43,15 @@ func newShaper(l Link) *shaper {
 		s.lim = rate.NewLimiter(rate.Limit(l.Bandwidth), linkBurst)
 	}
 	return s
+}
+
+// roundTrip delays a request other than Get Blob (which waits in firstByte)
+// by the link's round trip; false when ctx ended first.
+func (s *shaper) roundTrip(ctx context.Context, op Op) bool {
+	if op == OpGetBlob {
+		return true
+	}
+	return s.firstByte(ctx)
 }
 
 // firstByte waits out the round trip; false when ctx ended first.

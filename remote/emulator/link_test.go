@@ -54,6 +54,26 @@ func TestLinkShapesDownloads(t *testing.T) {
 	}
 }
 
+// A link's round trip also delays API calls and blob uploads, one round
+// trip per request: a register plus a Put Blob take at least two.
+func TestLinkDelaysRequests(t *testing.T) {
+	c := newClient(t, Options{})
+	const rtt = 100 * time.Millisecond
+	c.ts.SetLink(Link{RTT: rtt})
+	start := time.Now()
+	c.upload("small.bin", []byte("hello"))
+	if took := time.Since(start); took < 2*rtt {
+		t.Fatalf("register + Put Blob took %v, want at least two %v round trips", took, rtt)
+	}
+	start = time.Now()
+	if r := c.api("GET", "path/small.bin"); r.status != 200 {
+		t.Fatalf("get by path: %d %s", r.status, r.body)
+	}
+	if took := time.Since(start); took < rtt {
+		t.Fatalf("get by path took %v, want at least the %v round trip", took, rtt)
+	}
+}
+
 // section serves every range of a blob held in several memory segments,
 // whether it is written out whole (WriteTo) or read piecewise.
 func TestSectionOfSegments(t *testing.T) {
