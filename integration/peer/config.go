@@ -95,3 +95,7 @@ func (c config) String() string {
 	return fmt.Sprintf("reads %d MiB, cp %d MiB, tree %dx%d, small %dx%d KiB, big %d MiB, kill %dx%d KiB, write-back %v",
 		c.readMiB, c.cpMiB, c.treeDirs, c.treePerDir, c.small, c.smallKiB, c.bigMiB, c.killFiles, c.killKiB, c.writeBack)
 }
+
+// transfers is the parallel uploads of both tools (rclone's default; evofs's
+// --transfers defaults to 8), so "until stored" compares the same width.
+const transfers = "4"

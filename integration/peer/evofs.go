@@ -61,7 +61,7 @@ func (t *evofsTool) mount(label, cacheDir string) *mount {
 	check(os.MkdirAll(cacheDir, 0o700), "cache dir")
 	p := start(label, []string{"EVO_TOKEN=" + t.token}, t.bin, "mount", "--host", t.url,
 		"--org", t.org.String(), "--workspace", t.ws.String(), "--cache-dir", cacheDir,
-		"--write-back-delay", cfg.writeBack.String(), dir)
+		"--write-back-delay", cfg.writeBack.String(), "--transfers", transfers, dir)
 	m := &mount{dir: dir, p: p, cacheDir: cacheDir}
 	atCleanup(func() { m.p.kill(); unmount(dir) })
 	waitMounted(p, dir, time.Minute)

@@ -52,7 +52,7 @@ func (t *rcloneTool) mount(label, cacheDir string) *mount {
 	rc := freeAddr()
 	p := start(label, t.env, "rclone", "mount", "peer:"+rcloneContainer, dir, "--config", t.config,
 		"--vfs-cache-mode", "full", "--cache-dir", cacheDir, "--vfs-write-back", cfg.writeBack.String(),
-		"--rc", "--rc-addr", rc, "--rc-no-auth")
+		"--transfers", transfers, "--rc", "--rc-addr", rc, "--rc-no-auth")
 	m := &mount{dir: dir, p: p, cacheDir: cacheDir, rcAddr: rc}
 	atCleanup(func() { m.p.kill(); unmount(dir) })
 	waitMounted(p, dir, time.Minute)
