@@ -366,6 +366,13 @@ func (q *Queue) Enqueue(j Job) error {
 	}
 	old := q.installLocked(nj)
 	held := q.popHeldLocked(j.Key)
+	// Copies for the log lines: once installed, a worker may re-base nj's
+	// Job under q.mu at any moment.
+	installed := nj.rec.Job
+	var replaced Job
+	if old != nil {
+		replaced = old.rec.Job
+	}
 	q.notifyLocked()
 	q.mu.Unlock()
 	q.nudge()
@@ -373,9 +380,9 @@ func (q *Queue) Enqueue(j Job) error {
 		q.discard(held, false, false)
 	}
 
-	q.logJob(nj.rec.Job).WithField("size", size).Debug("writeback: enqueued")
+	q.logJob(installed).WithField("size", size).Debug("writeback: enqueued")
 	if old != nil {
-		q.logJob(old.rec.Job).Debug("writeback: replaced by a newer enqueue")
+		q.logJob(replaced).Debug("writeback: replaced by a newer enqueue")
 		q.discard(old, true, false)
 	}
 	return nil
