@@ -1008,7 +1008,7 @@ func TestCacheAdoptsPublishedContent(t *testing.T) {
 func TestDelayTimerPublishes(t *testing.T) {
 	e := newEnv(t, emulator.Options{}, nil)
 	cfg := e.config()
-	cfg.Delay = 30 * time.Millisecond
+	cfg.Delay = 500 * time.Millisecond
 	q := e.open(cfg)
 	start := time.Now()
 	for i := range 3 {
@@ -1016,13 +1016,17 @@ func TestDelayTimerPublishes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The three closes coalesce only if they all came within Delay (three
+	// journal fsyncs, slow on a loaded disk): otherwise a first publish is
+	// right to start.
+	coalesced := time.Since(start) < cfg.Delay
 	// No Wait/Drain: only the scheduler's timer can start it.
 	eventually(t, "the delayed publish", func() bool { _, ok := q.Pending("t"); return !ok })
 	if el := time.Since(start); el < cfg.Delay {
 		t.Errorf("published after %v, before Delay %v", el, cfg.Delay)
 	}
 	e.expectFile("timer.txt", []byte("c"))
-	if n := e.ts.Requests(emulator.OpUpsertByPath); n != 1 {
+	if n := e.ts.Requests(emulator.OpUpsertByPath); n != 1 && coalesced {
 		t.Errorf("registers = %d, want 1", n)
 	}
 }
