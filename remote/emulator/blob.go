@@ -190,7 +190,12 @@ func (s *Server) checkLength(w http.ResponseWriter, r *http.Request, limit int64
 
 // stageBody reads the request body into a new part and checks Content-MD5.
 func (s *Server) stageBody(w http.ResponseWriter, r *http.Request) (part, []byte, bool) {
-	p, sum, err := s.store.stage(r.Body, r.ContentLength)
+	link := s.link.Load()
+	if !link.firstByte(r.Context()) {
+		s.blobError(w, r, 400, "InvalidInput", "Could not read the request body: "+r.Context().Err().Error())
+		return part{}, nil, false
+	}
+	p, sum, err := s.store.stage(link.body(r.Context(), r.Body), r.ContentLength)
 	if err != nil {
 		s.blobError(w, r, 400, "InvalidInput", "Could not read the request body: "+err.Error())
 		return part{}, nil, false
