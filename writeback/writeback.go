@@ -28,6 +28,36 @@
 // promised its bytes, and newer ones only add to them. Rename follows held
 // jobs too.
 //
+// # Streaming publish
+//
+// A file written in sequence from offset 0 (new, or opened with O_TRUNC)
+// may be uploaded while it is written: Stream, told of every write
+// (BeginWrite/EndWrite), registers a version once StreamThreshold bytes are
+// written, journals it (a record with Streamed and Streaming set, its ticket
+// and target) and stages whole blocks behind the writer, StreamBlocks at a
+// time, reading them back from the staging file (memory stays bounded), each
+// staged id journaled as Acked. Enqueue of the key hands the record to the
+// job: the stream goes on with the rest of the file, the tail included, and
+// the job, once its delay is over, waits for it, then resumes the version
+// (remote.Publish with the staged blocks skipped): only the block list and
+// the poll are left. Invariants:
+//   - a block is staged only once written and never while being rewritten;
+//     a write over a staged block breaks the stream, and the record loses
+//     its version and blocks durably before that write lands (a crash never
+//     reuses them). A broken stream's record stays, held as by Take.
+//   - a crash at any point resumes the journaled version with the blocks it
+//     lists (those within the file, whole, while Streaming), so at most one
+//     version is published, with the file's bytes as they were left.
+//   - a version registered by a stream is committed only by its job's
+//     publish. Until that job first starts it is "fresh" and may be dropped
+//     (it never shows: an uncommitted version is invisible): Take, Rename
+//     and a newer Enqueue drop it and the file publishes the normal way;
+//     Cancel drops it with the job. The first attempt checks the file did
+//     not move on since BaseVersion (the stream may have registered long
+//     ago); if it did, the version is dropped and a conflict copy is made.
+//   - Break, Cancel, Rename and Release stop a stream (a debug line says
+//     why); failures while staging only stop staging (the job sends the rest).
+//
 // # Conflicts
 //
 // Publishing by id first checks the file's latest version. If it is not
@@ -48,7 +78,7 @@
 //
 // # Locks
 //
-// Lock order: Queue.enqMu → job.wmu → Queue.mu. Queue.mu guards all in-memory
+// Lock order: Queue.enqMu → Stream.mu → job.wmu → Queue.mu. Queue.mu guards all in-memory
 // state and is never held across I/O (network, journal writes, callbacks).
 // job.wmu serialises the journal writes of one job so that the last write is
 // always the newest snapshot, and a removed record is never resurrected.
@@ -141,6 +171,12 @@ type Config struct {
 	Dir       string        // journal directory (required)
 	Delay     time.Duration // hold a job this long after its last Enqueue
 	Transfers int           // parallel publishes, default 4
+	// StreamThreshold is how much of a file written in sequence is written
+	// before it starts uploading (see Stream): default 4 blocks, never at or
+	// below the client's single-put size; < 0 never streams.
+	StreamThreshold int64
+	// StreamBlocks is how many blocks one stream stages at once, default 4.
+	StreamBlocks int
 	RetryMin  time.Duration // first retry delay, default 1 s
 	RetryMax  time.Duration // cap, default 1 min
 	// Cache, if set, adopts published staging files as the new version's content.
@@ -194,6 +230,7 @@ type Queue struct {
 	mu       sync.Mutex
 	keys     map[string][]*job // guarded by mu; oldest first, only [0] may be active; never empty slices
 	held     map[string]*job   // guarded by mu; taken back by Take, record kept until Enqueue, Cancel or Release
+	streams  map[string]*Stream // guarded by mu; files being written and streamed, until handed to Enqueue or stopped
 	running  int               // guarded by mu; active jobs
 	seq      uint64            // guarded by mu; last Seq handed out
 	draining int               // guarded by mu; Drain calls in progress (new jobs are due at once)
@@ -212,6 +249,9 @@ func New(cfg Config, p Publisher) (*Queue, error) {
 	}
 	if cfg.Transfers <= 0 {
 		cfg.Transfers = 4
+	}
+	if cfg.StreamBlocks <= 0 {
+		cfg.StreamBlocks = 4
 	}
 	if cfg.RetryMin <= 0 {
 		cfg.RetryMin = time.Second
@@ -241,6 +281,7 @@ func New(cfg Config, p Publisher) (*Queue, error) {
 		wake:    make(chan struct{}, 1),
 		keys:    make(map[string][]*job),
 		held:    make(map[string]*job),
+		streams: make(map[string]*Stream),
 		changed: make(chan struct{}),
 	}
 	if err := q.load(); err != nil {
@@ -272,21 +313,35 @@ func (q *Queue) Enqueue(j Job) error {
 		q.mu.Unlock()
 		return ErrClosed
 	}
+	s := q.streams[j.Key]
+	delete(q.streams, j.Key)
 	q.seq++
-	nj := &job{rec: record{
-		Format: recordFormat,
-		ID:     uuid.NewString(),
-		Seq:    q.seq,
-		Job:    j,
-		State:  StatePending,
-		Size:   size,
-		Queued: time.Now(),
-	}}
+	seq := q.seq
 	q.mu.Unlock()
 
 	// Journal first: once Enqueue returns the job survives a crash.
-	if err := writeRecord(q.cfg.Dir, &nj.rec); err != nil {
-		return err
+	nj := s.handOff(j, size)
+	if nj != nil {
+		q.mu.Lock()
+		nj.rec.Seq = seq
+		q.mu.Unlock()
+		if err := q.persistErr(nj); err != nil {
+			s.Break("journal: " + err.Error())
+			return err
+		}
+	} else {
+		nj = &job{rec: record{
+			Format: recordFormat,
+			ID:     uuid.NewString(),
+			Seq:    seq,
+			Job:    j,
+			State:  StatePending,
+			Size:   size,
+			Queued: time.Now(),
+		}}
+		if err := writeRecord(q.cfg.Dir, &nj.rec); err != nil {
+			return err
+		}
 	}
 
 	q.mu.Lock()
@@ -332,10 +387,19 @@ func (q *Queue) Take(key string) (Job, bool) {
 	q.setListLocked(key, list[:len(list)-1])
 	prev := q.popHeldLocked(key)
 	q.held[key] = j
+	streamed := j.fresh
+	var st *Stream
+	if streamed {
+		st = j.abandonLocked() // the caller writes the file again
+	}
 	q.notifyLocked()
 	q.mu.Unlock()
 	if prev != nil { // not expected: an Enqueue releases the held job
 		q.discard(prev, false)
+	}
+	if streamed {
+		st.abandon()
+		q.persist(j) // before the caller writes: a crash must not reuse its blocks
 	}
 	return j.rec.Job, true
 }
@@ -344,6 +408,10 @@ func (q *Queue) Take(key string) (Job, bool) {
 // caller will not enqueue the key again for now (e.g. the file was parked
 // under a name that is never published). The staging file is the caller's.
 func (q *Queue) Release(key string) {
+	q.mu.Lock()
+	s := q.streams[key]
+	q.mu.Unlock()
+	s.Break("renamed to a name that stays local")
 	q.mu.Lock()
 	held := q.popHeldLocked(key)
 	q.mu.Unlock()
@@ -366,6 +434,17 @@ func (q *Queue) popHeldLocked(key string) *job {
 // created the file; best effort, logged); a held one's record is removed
 // (its staging file is the caller's).
 func (q *Queue) Cancel(key string) {
+	q.mu.Lock()
+	s := q.streams[key]
+	delete(q.streams, key)
+	q.mu.Unlock()
+	if s != nil {
+		// Its version was never committed: dropping the record is all.
+		if sj := s.abandon(); sj != nil {
+			q.discard(sj, false)
+		}
+		s.log.Debug("writeback: streaming stopped: the file was deleted")
+	}
 	q.mu.Lock()
 	var drop, keep []*job
 	for _, j := range q.keys[key] {
@@ -403,17 +482,32 @@ func (q *Queue) Cancel(key string) {
 
 // Rename changes the target path of key's jobs. A publish by path already in
 // flight completes at the path it registered; Result.Job.Path shows the new one.
+//
+// A streamed job that has not started yet drops its version (registered at
+// the old target, never committed) and publishes the normal way, and a
+// stream of the key stops.
 func (q *Queue) Rename(key, newPath string) {
+	q.mu.Lock()
+	s := q.streams[key]
+	q.mu.Unlock()
+	s.Break("renamed")
 	q.mu.Lock()
 	list := append([]*job(nil), q.keys[key]...)
 	if h := q.held[key]; h != nil {
 		list = append(list, h)
 	}
+	var stop []*Stream
 	for _, j := range list {
 		j.rec.Job.Path = newPath
+		if j.fresh && !j.active {
+			stop = append(stop, j.abandonLocked())
+		}
 	}
 	q.notifyLocked()
 	q.mu.Unlock()
+	for _, st := range stop {
+		st.abandon()
+	}
 	for _, j := range list {
 		q.persist(j)
 	}
