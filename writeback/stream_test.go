@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-
 	"evofs/remote"
 	"evofs/remote/emulator"
 )

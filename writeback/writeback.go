@@ -78,8 +78,11 @@
 //
 // # Locks
 //
-// Lock order: Queue.enqMu → Stream.mu → job.wmu → Queue.mu. Queue.mu guards all in-memory
-// state and is never held across I/O (network, journal writes, callbacks).
+// Lock order: Queue.enqMu → Stream.mu → job.wmu → Queue.mu. Queue.mu guards
+// all in-memory state and is never held across I/O (network, journal writes,
+// callbacks). Stream.mu is held across the journal writes of a stream's
+// register and Break (a Break is durable before the write that caused it),
+// never across network calls.
 // job.wmu serialises the journal writes of one job so that the last write is
 // always the newest snapshot, and a removed record is never resurrected.
 // enqMu makes journal order (Seq) equal install order across Enqueues.
@@ -171,14 +174,15 @@ type Config struct {
 	Dir       string        // journal directory (required)
 	Delay     time.Duration // hold a job this long after its last Enqueue
 	Transfers int           // parallel publishes, default 4
+	RetryMin  time.Duration // first retry delay, default 1 s
+	RetryMax  time.Duration // cap, default 1 min
+
 	// StreamThreshold is how much of a file written in sequence is written
 	// before it starts uploading (see Stream): default 4 blocks, never at or
 	// below the client's single-put size; < 0 never streams.
 	StreamThreshold int64
 	// StreamBlocks is how many blocks one stream stages at once, default 4.
 	StreamBlocks int
-	RetryMin  time.Duration // first retry delay, default 1 s
-	RetryMax  time.Duration // cap, default 1 min
 	// Cache, if set, adopts published staging files as the new version's content.
 	Cache *cache.Cache
 	// OnPublished is called from a worker after each successful publish,
@@ -230,12 +234,13 @@ type Queue struct {
 	mu       sync.Mutex
 	keys     map[string][]*job // guarded by mu; oldest first, only [0] may be active; never empty slices
 	held     map[string]*job   // guarded by mu; taken back by Take, record kept until Enqueue, Cancel or Release
-	streams  map[string]*Stream // guarded by mu; files being written and streamed, until handed to Enqueue or stopped
 	running  int               // guarded by mu; active jobs
 	seq      uint64            // guarded by mu; last Seq handed out
 	draining int               // guarded by mu; Drain calls in progress (new jobs are due at once)
 	closed   bool              // guarded by mu
 	changed  chan struct{}     // guarded by mu; closed and replaced on every change (waiters)
+
+	streams map[string]*Stream // guarded by mu; files written and streamed, until handed to Enqueue or stopped
 }
 
 // New loads the journal in cfg.Dir and starts the workers; journaled jobs
