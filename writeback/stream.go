@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"evofs/remote"
 )
@@ -386,6 +387,9 @@ func (s *Stream) register() *remote.Stager {
 
 // stage sends one block and journals its id.
 func (s *Stream) stage(st *remote.Stager, bs, off, n int64) {
+	// Start writing the block to disk now: the fsync of Enqueue (the close
+	// promise) then finds little left to write.
+	_ = unix.SyncFileRange(int(s.f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 	id, err := st.Stage(s.ctx, s.f, off, n)
 	s.mu.Lock()
 	s.inflight--
@@ -408,6 +412,12 @@ func (s *Stream) stage(st *remote.Stager, bs, off, n int64) {
 	s.nudge()
 	if ok {
 		s.q.persist(j) // the newest snapshot wins: a Break's stripped record too
+		s.q.mu.Lock()
+		if !j.active {
+			j.done += n // status shows it as uploaded once journaled
+			s.q.notifyLocked()
+		}
+		s.q.mu.Unlock()
 	}
 }
 

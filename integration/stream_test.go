@@ -1,0 +1,210 @@
+package integration
+
+// Streaming publish: a file written in sequence is uploaded while it is
+// written (8 MiB blocks; streaming starts past 32 MiB).
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"evofs/remote"
+	"evofs/remote/emulator"
+)
+
+const streamBlock = 8 << 20
+
+// versionsOf lists the versions of the file at p on the service.
+func versionsOf(t testing.TB, ts *emulator.TestServer, p string) []remote.FileVersion {
+	t.Helper()
+	c := benchClient(t, ts)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := c.GetByPath(ctx, p, remote.GetOptions{IncludeVersions: true})
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	return m.Versions
+}
+
+// writeSeq writes data to f in sequence from off, 1 MiB at a time.
+func writeSeq(t testing.TB, f *os.File, data []byte, off int64) {
+	t.Helper()
+	for i := 0; i < len(data); i += mib {
+		if _, err := f.WriteAt(data[i:min(i+mib, len(data))], off+int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitPutBlocks waits until the service has staged at least n blocks.
+func waitPutBlocks(t testing.TB, ts *emulator.TestServer, n int) {
+	t.Helper()
+	if !eventually(t, 60*time.Second, func() bool { return ts.Requests(emulator.OpPutBlock) >= n }) {
+		t.Fatalf("only %d blocks staged, want %d", ts.Requests(emulator.OpPutBlock), n)
+	}
+}
+
+// journaledBlocks is the most staged blocks a record in the journal dir lists.
+func journaledBlocks(t testing.TB, dir string) int {
+	t.Helper()
+	ents, _ := os.ReadDir(dir)
+	most := 0
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // replaced meanwhile
+		}
+		var r struct {
+			Acked []string `json:"acked"`
+		}
+		if json.Unmarshal(b, &r) == nil {
+			most = max(most, len(r.Acked))
+		}
+	}
+	return most
+}
+
+// kill -9 of a real `evofs mount` while a streamed file is being written:
+// the remount publishes the file as it was left (exact bytes), as one
+// version, reusing the blocks staged before the kill.
+func TestProcessKill9WhileStreaming(t *testing.T) {
+	requireFUSE(t)
+	ts := newProcServer(t, emulator.Options{})
+	mp, cacheDir := t.TempDir(), t.TempDir()
+	p := mountEvofs(t, "mount(streaming)", ts, mp, cacheDir)
+	data := randomBytes(61, 6*streamBlock+12345)
+	f, err := os.Create(filepath.Join(mp, "stream.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeSeq(t, f, data, 0)
+	// Blocks reach the service while the file is open, and the journal.
+	var acked int
+	if !eventually(t, 60*time.Second, func() bool {
+		acked = journaledBlocks(t, filepath.Join(cacheDir, "journal"))
+		return acked >= 3
+	}) {
+		t.Fatalf("only %d blocks journaled while the file was written", acked)
+	}
+	p.killOnly()
+	f.Close() // ENOTCONN: the daemon is gone
+	p.detachDead()
+	staged := ts.Requests(emulator.OpPutBlock)
+	mustNotBeServed(t, ts, "stream.bin")
+
+	p = mountEvofs(t, "mount(after kill)", ts, mp, cacheDir, "--write-back-delay", "0s")
+	waitServed(t, ts, "stream.bin", data, 60*time.Second)
+	if v := versionsOf(t, ts, "stream.bin"); len(v) != 1 {
+		t.Errorf("%d versions, want 1", len(v))
+	}
+	if sent := ts.Requests(emulator.OpPutBlock) - staged; sent > 7-acked {
+		t.Errorf("%d blocks sent after the remount; %d were journaled before the kill", sent, acked)
+	}
+	if !eventually(t, 10*time.Second, func() bool { return umount(mp, false) == nil }) {
+		t.Fatalf("umount %s kept failing", mp)
+	}
+	p.expectCleanExit(60 * time.Second)
+}
+
+// kill -9 after the close of a streamed file but before its commit (a long
+// write-back delay): every block was staged meanwhile, and the remount only
+// commits the block list: exact bytes, one version, no block sent again.
+func TestProcessKill9StreamedBeforeCommit(t *testing.T) {
+	requireFUSE(t)
+	ts := newProcServer(t, emulator.Options{})
+	mp, cacheDir := t.TempDir(), t.TempDir()
+	p := mountEvofs(t, "mount(streamed)", ts, mp, cacheDir, "--write-back-delay", "1h")
+	data := randomBytes(62, 5*streamBlock+777)
+	writeIn(t, mp, "closed.bin", data)
+	// Every block, the tail too, is staged during the delay (status counts
+	// a block as uploaded once it is journaled).
+	if !eventually(t, 60*time.Second, func() bool {
+		j, ok := jobFor(statusJSON(t, mp), "closed.bin")
+		return ok && j.UploadedBytes == int64(len(data))
+	}) {
+		t.Fatalf("the streamed file was not staged whole: %+v", statusJSON(t, mp))
+	}
+	p.kill9()
+	mustNotBeServed(t, ts, "closed.bin")
+	if n := ts.Requests(emulator.OpPutBlockList); n != 0 {
+		t.Fatalf("%d block lists committed before the delay", n)
+	}
+
+	staged := ts.Requests(emulator.OpPutBlock)
+	p = mountEvofs(t, "mount(after kill)", ts, mp, cacheDir, "--write-back-delay", "0s")
+	waitServed(t, ts, "closed.bin", data, 60*time.Second)
+	if v := versionsOf(t, ts, "closed.bin"); len(v) != 1 {
+		t.Errorf("%d versions, want 1", len(v))
+	}
+	if sent := ts.Requests(emulator.OpPutBlock) - staged; sent != 0 {
+		t.Errorf("%d blocks sent again after the remount", sent)
+	}
+	if !eventually(t, 10*time.Second, func() bool { return umount(mp, false) == nil }) {
+		t.Fatalf("umount %s kept failing", mp)
+	}
+	p.expectCleanExit(60 * time.Second)
+}
+
+// A streamed file rewritten at offset 0 midway (after blocks were staged)
+// publishes the bytes it ends with, as one version.
+func TestStreamRewrittenMidway(t *testing.T) {
+	m := mountT(t, mountOpts{})
+	data := randomBytes(63, 7*streamBlock+99)
+	f, err := os.Create(m.path("rewrite.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	writeSeq(t, f, randomBytes(64, 6*streamBlock), 0)
+	waitPutBlocks(t, m.ts, 2)
+	writeSeq(t, f, data, 0) // starts over
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m.waitRemote("rewrite.bin", data)
+	if v := versionsOf(t, m.ts, "rewrite.bin"); len(v) != 1 {
+		t.Errorf("%d versions, want 1", len(v))
+	}
+	if !strings.Contains(m.log.String(), "streaming stopped") {
+		t.Error("no debug line says why streaming stopped")
+	}
+}
+
+// A streamed file deleted before it is closed leaves no version.
+func TestStreamDeletedBeforeClose(t *testing.T) {
+	cacheDir := t.TempDir()
+	m := mountT(t, mountOpts{cacheDir: cacheDir})
+	f, err := os.Create(m.path("doomed.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	writeSeq(t, f, randomBytes(65, 6*streamBlock), 0)
+	waitPutBlocks(t, m.ts, 2)
+	if err := os.Remove(m.path("doomed.bin")); err != nil {
+		t.Fatal(err)
+	}
+	writeSeq(t, f, randomBytes(66, streamBlock), 6*streamBlock)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m.drain()
+	if _, _, _, err := m.remoteFile("doomed.bin"); err == nil {
+		t.Fatal("a file deleted before its close was published")
+	}
+	if n := m.ts.Requests(emulator.OpPutBlockList); n != 0 {
+		t.Errorf("%d block lists committed", n)
+	}
+	m.unmount()
+	if ents, _ := os.ReadDir(filepath.Join(cacheDir, "journal")); len(ents) != 0 {
+		t.Errorf("journal keeps %d records a remount would publish", len(ents))
+	}
+}
