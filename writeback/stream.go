@@ -280,6 +280,7 @@ func (s *Stream) run() {
 	}
 	bs := stager.BlockSize()
 	conc := q.cfg.StreamBlocks
+	var flushed int64
 	for {
 		s.mu.Lock()
 		if s.stopped {
@@ -290,6 +291,10 @@ func (s *Stream) run() {
 		if s.final >= 0 {
 			end = s.final
 		}
+		flushFrom, flushTo := flushed, flushed
+		if end-flushed >= bs {
+			flushTo, flushed = end, end
+		}
 		off, n := int64(-1), int64(0)
 		if s.inflight < conc && s.claimed < end && (s.claimed+bs <= end || s.final >= 0) {
 			off, n = s.claimed, min(bs, end-s.claimed)
@@ -298,6 +303,12 @@ func (s *Stream) run() {
 		}
 		finished := s.final >= 0 && s.claimed >= s.final && s.inflight == 0
 		s.mu.Unlock()
+		if flushTo > flushFrom {
+			// Start writing what is written to disk now, ahead of the
+			// uploads: the fsync of Enqueue (the close promise) then finds
+			// little left to write.
+			_ = unix.SyncFileRange(int(s.f.Fd()), flushFrom, flushTo-flushFrom, unix.SYNC_FILE_RANGE_WRITE)
+		}
 		if finished {
 			s.log.Debug("writeback: streamed every block")
 			return
@@ -387,9 +398,6 @@ func (s *Stream) register() *remote.Stager {
 
 // stage sends one block and journals its id.
 func (s *Stream) stage(st *remote.Stager, bs, off, n int64) {
-	// Start writing the block to disk now: the fsync of Enqueue (the close
-	// promise) then finds little left to write.
-	_ = unix.SyncFileRange(int(s.f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 	id, err := st.Stage(s.ctx, s.f, off, n)
 	s.mu.Lock()
 	s.inflight--
