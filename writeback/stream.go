@@ -40,16 +40,23 @@ type Stream struct {
 	done    chan struct{} // closed once run and every staging goroutine returned
 
 	mu       sync.Mutex
-	jb       Job   // guarded by mu; the job as the caller described it
-	j        *job  // guarded by mu; the journaled record, once registered
-	written  int64 // guarded by mu; [0, written) is written in sequence (and not being rewritten)
-	before   int64 // guarded by mu; written before the current write
-	claimed  int64 // guarded by mu; blocks below this are staged or being staged
-	inflight int   // guarded by mu; Stage calls running
-	final    int64 // guarded by mu; -1 while written, then the file's size (handed to Enqueue)
-	stopped  bool  // guarded by mu; no new block is staged
-	broken   bool  // guarded by mu; the content changed behind: no ack of this stream counts
+	jb       Job       // guarded by mu; the job as the caller described it
+	j        *job      // guarded by mu; the journaled record, once registered
+	written  int64     // guarded by mu; [0, written) is written in sequence (and not being rewritten)
+	before   int64     // guarded by mu; written before the current write
+	claimed  int64     // guarded by mu; blocks below this are staged or being staged
+	inflight int       // guarded by mu; Stage calls running
+	final    int64     // guarded by mu; -1 while written, then the file's size (handed to Enqueue)
+	stopped  bool      // guarded by mu; no new block is staged
+	broken   bool      // guarded by mu; the content changed behind: no ack of this stream counts
+	unsaved  int64     // guarded by mu; bytes of acks not journaled yet
+	lastSave time.Time // guarded by mu; when acks were last journaled
 }
+
+// streamSaveEvery is how often a stream journals its acks (each save is an
+// fsync, and fsyncs while a big file is written stall its writer): a crash
+// re-sends at most that much.
+const streamSaveEvery = 2 * time.Second
 
 // Stream starts streaming j's staging file, which its caller is about to
 // write in sequence from offset 0 (a new file, or one opened with O_TRUNC).
@@ -246,6 +253,30 @@ func (s *Stream) wait() bool {
 	}
 }
 
+// waitOrSave is wait, which also journals acks left unsaved for
+// streamSaveEvery (the writer paused: no ack comes to save them).
+func (s *Stream) waitOrSave() bool {
+	s.mu.Lock()
+	unsaved, due := s.unsaved, time.Until(s.lastSave.Add(streamSaveEvery))
+	s.mu.Unlock()
+	if unsaved == 0 {
+		return s.wait()
+	}
+	t := time.NewTimer(max(due, 0))
+	defer t.Stop()
+	select {
+	case <-s.wake:
+	case <-t.C:
+		s.mu.Lock()
+		s.lastSave = time.Now()
+		s.mu.Unlock()
+		s.saveAcks(false)
+	case <-s.ctx.Done():
+		return false
+	}
+	return true
+}
+
 // run registers once the threshold is passed, then stages blocks behind
 // the writer (StreamBlocks at once) until the stream stops or, once handed
 // to a job, every block of the file is staged.
@@ -254,6 +285,7 @@ func (s *Stream) run() {
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
+		s.saveAcks(true)
 		s.f.Close()
 		s.cancel()
 		close(s.done)
@@ -321,7 +353,7 @@ func (s *Stream) run() {
 			}()
 			continue
 		}
-		if !s.wait() {
+		if !s.waitOrSave() {
 			return
 		}
 	}
@@ -403,6 +435,13 @@ func (s *Stream) stage(st *remote.Stager, bs, off, n int64) {
 	s.inflight--
 	j := s.j
 	ok := err == nil && !s.broken && j != nil
+	save := false
+	if ok {
+		s.unsaved += n
+		if now := time.Now(); now.Sub(s.lastSave) >= streamSaveEvery {
+			s.lastSave, save = now, true
+		}
+	}
 	if err != nil && !s.stopped {
 		s.stopped = true
 		s.cancel()
@@ -418,15 +457,31 @@ func (s *Stream) stage(st *remote.Stager, bs, off, n int64) {
 	}
 	s.mu.Unlock()
 	s.nudge()
-	if ok {
-		s.q.persist(j) // the newest snapshot wins: a Break's stripped record too
-		s.q.mu.Lock()
-		if !j.active {
-			j.done += n // status shows it as uploaded once journaled
-			s.q.notifyLocked()
-		}
-		s.q.mu.Unlock()
+	if save {
+		s.saveAcks(false)
 	}
+}
+
+// saveAcks journals the acks not journaled yet (all, once every staging
+// goroutine returned), then counts them as uploaded in the job's status.
+func (s *Stream) saveAcks(final bool) {
+	s.mu.Lock()
+	n, j := s.unsaved, s.j
+	s.unsaved = 0
+	if final && s.broken {
+		n = 0
+	}
+	s.mu.Unlock()
+	if n == 0 || j == nil {
+		return
+	}
+	s.q.persist(j) // the newest snapshot wins: a Break's stripped record too
+	s.q.mu.Lock()
+	if !j.active {
+		j.done += n // status shows it as uploaded once journaled
+		s.q.notifyLocked()
+	}
+	s.q.mu.Unlock()
 }
 
 // handOff gives the stream's record to Enqueue's job j of size bytes: the
