@@ -40,7 +40,7 @@ integration:
 BENCH      ?= .
 BENCHFLAGS ?=
 bench:
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -p 1 -timeout 30m $(BENCHFLAGS) ./remote/ ./cache/ ./integration/
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -p 1 -timeout 60m $(BENCHFLAGS) ./remote/ ./cache/ ./integration/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

@@ -208,3 +208,71 @@ func TestStreamDeletedBeforeClose(t *testing.T) {
 		t.Errorf("journal keeps %d records a remount would publish", len(ents))
 	}
 }
+
+// A truncate or a second writer midway stops streaming (a debug line says
+// why); the file publishes the bytes it ends with, as one version.
+func TestStreamBrokenMidway(t *testing.T) {
+	for _, tc := range []struct {
+		name, why  string
+		oneVersion bool // else the second writer's close publishes too
+		act        func(t *testing.T, m *testMount, f *os.File)
+	}{
+		{"truncate", "truncated", true, func(t *testing.T, m *testMount, f *os.File) {
+			if err := f.Truncate(3 * streamBlock); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"second-writer", "opened again for writing", false, func(t *testing.T, m *testMount, f *os.File) {
+			g, err := os.OpenFile(m.path("broken.bin"), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := g.WriteAt([]byte("second writer"), 5); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := mountT(t, mountOpts{})
+			first := randomBytes(67, 6*streamBlock)
+			f, err := os.Create(m.path("broken.bin"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			writeSeq(t, f, first, 0)
+			waitPutBlocks(t, m.ts, 2)
+			tc.act(t, m, f)
+			got, err := os.ReadFile(m.path("broken.bin"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rest := randomBytes(68, 2*streamBlock)
+			writeSeq(t, f, rest, int64(len(got)))
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			want := append(got, rest...)
+			m.waitRemote("broken.bin", want)
+			if v := versionsOf(t, m.ts, "broken.bin"); tc.oneVersion && len(v) != 1 {
+				t.Errorf("%d versions, want 1", len(v))
+			}
+			if log := grepLines(m.log.String(), "streaming stopped") + "\n"; !strings.Contains(log, "why=\""+tc.why+"\"") && !strings.Contains(log, "why="+tc.why+"\n") {
+				t.Errorf("no debug line says streaming stopped because %q: %s", tc.why, grepLines(m.log.String(), "stream"))
+			}
+		})
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -78,10 +78,8 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 	h = &Handle{fs: f, n: n, write: write}
 	if write || trunc {
 		n.io.Lock()
-		if write || trunc {
-			n.stream.Break("opened again for writing")
-			n.stream = nil
-		}
+		n.stream.Break("opened again for writing") // a second writer, or a new start
+		n.stream = nil
 		err = f.makeLocalIO(ctx, n, trunc)
 		if err == nil {
 			f.mu.Lock()
