@@ -209,6 +209,27 @@ func TestStreamDeletedBeforeClose(t *testing.T) {
 	}
 }
 
+// A file created, then emptied with ftruncate by its writer (a pattern of
+// some programs instead of O_TRUNC) streams as well.
+func TestStreamAfterTruncateToZero(t *testing.T) {
+	m := mountT(t, mountOpts{})
+	f, err := os.OpenFile(m.path("ftrunc.bin"), os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(69, 6*streamBlock+3)
+	writeSeq(t, f, data, 0)
+	waitPutBlocks(t, m.ts, 2) // while the file is still open
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m.waitRemote("ftrunc.bin", data)
+}
+
 // A truncate or a second writer midway stops streaming (a debug line says
 // why); the file publishes the bytes it ends with, as one version.
 func TestStreamBrokenMidway(t *testing.T) {

@@ -599,6 +599,9 @@ func (f *FS) Truncate(ctx context.Context, n *Node, h *Handle, size int64) error
 	if writers == 0 {
 		return f.handOverIO(n) // no close will follow
 	}
+	if size == 0 {
+		f.startStreamIO(n) // emptied by its only writer: a new sequential write may follow
+	}
 	return nil
 }
 
