@@ -297,3 +297,36 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// A streamed temp file closed, then renamed within the write-back delay
+// (the save pattern of many programs) never becomes a version: only the
+// final name is committed, once.
+func TestStreamedTempRenamedWithinDelay(t *testing.T) {
+	m := mountT(t, mountOpts{writeBackDelay: time.Hour})
+	data := randomBytes(70, 5*streamBlock+11)
+	writeFile(t, m.path("report.tmp"), data)
+	waitPutBlocks(t, m.ts, 2) // streamed while written
+	if err := os.Rename(m.path("report.tmp"), m.path("report.bin")); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel releases the writer's handle after close returns, maybe
+	// after the rename: the last release queues the file under its new name.
+	if !eventually(t, 20*time.Second, func() bool {
+		for _, j := range m.core.Status().Jobs {
+			if j.Path == "report.bin" {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("report.bin never queued: %+v", m.core.Status().Jobs)
+	}
+	m.drain()
+	m.waitRemote("report.bin", data)
+	if n := m.ts.Requests(emulator.OpPutBlockList); n != 1 {
+		t.Errorf("%d block lists committed, want 1 (the temp name never commits)", n)
+	}
+	if _, _, _, err := m.remoteFile("report.tmp"); err == nil {
+		t.Error("the temp name is on the service")
+	}
+}
