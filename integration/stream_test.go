@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -328,5 +329,37 @@ func TestStreamedTempRenamedWithinDelay(t *testing.T) {
 	}
 	if _, _, _, err := m.remoteFile("report.tmp"); err == nil {
 		t.Error("the temp name is on the service")
+	}
+}
+
+// Through a real mount: Put Blocks failing (500, dropped connections) and
+// the upload URL expiring while a streamed file is written; the exact
+// bytes are published, as one version.
+func TestStreamFaultsAndExpiryThroughMount(t *testing.T) {
+	m := mountT(t, mountOpts{emu: emulator.Options{Seed: 11}})
+	var skew atomic.Int64
+	m.ts.SetClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+	m.ts.SetURLTTL(time.Minute)
+	m.ts.FailRate(emulator.OpPutBlock, 0.15, emulator.Fault{Status: 500})
+	m.ts.FailRate(emulator.OpPutBlock, 0.05, emulator.Fault{Drop: true})
+	data := randomBytes(71, 9*streamBlock+5)
+	f, err := os.Create(m.path("faulty.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	writeSeq(t, f, data[:5*streamBlock], 0)
+	waitPutBlocks(t, m.ts, 2)
+	skew.Store(int64(2 * time.Minute)) // every upload URL handed out so far has expired
+	writeSeq(t, f, data[5*streamBlock:], 5*streamBlock)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m.waitRemote("faulty.bin", data)
+	if v := versionsOf(t, m.ts, "faulty.bin"); len(v) != 1 {
+		t.Errorf("%d versions, want 1", len(v))
+	}
+	if !strings.Contains(m.log.String(), "pre-signed URL renewed") {
+		t.Error("the upload URL was never renewed")
 	}
 }
