@@ -40,7 +40,7 @@ integration:
 BENCH      ?= .
 BENCHFLAGS ?=
 bench:
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -p 1 -timeout 30m $(BENCHFLAGS) ./remote/ ./cache/ ./integration/
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -p 1 -timeout 60m $(BENCHFLAGS) ./remote/ ./cache/ ./integration/
 
 # evofs and rclone mount side by side over one Azurite, one table (see
 # integration/peer/main.go; README, 'Against rclone mount'). Root only.

@@ -299,7 +299,7 @@ func (n *node) fill(a vfs.Attr, out *fuse.Attr) {
 	out.Ino = a.Ino
 	out.Size = uint64(a.Size)
 	out.Blocks = a.Blocks()
-	out.Blksize = 4096
+	out.Blksize = 1 << 20
 	out.Mode = a.Mode
 	out.Nlink = a.Nlink
 	out.Owner = fuse.Owner{Uid: a.UID, Gid: a.GID}

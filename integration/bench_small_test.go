@@ -24,17 +24,6 @@ import (
 // parallel publishes of a mount, used as the baseline's parallelism.
 const writebackTransfers = writeback.DefaultTransfers
 
-// smallLinks are the networks of the small-file benchmark: those of the
-// cold read (a 2 ms round trip per request), and the unshaped loopback.
-var smallLinks = []struct {
-	name string
-	link emulator.Link
-}{
-	{"link=1Gbps", emulator.Link{Bandwidth: 125e6, RTT: 2 * time.Millisecond}},
-	{"link=10Gbps", emulator.Link{Bandwidth: 1250e6, RTT: 2 * time.Millisecond}},
-	{"link=loopback", emulator.Link{}},
-}
-
 var smallSets = []struct {
 	name        string
 	files, size int
@@ -55,7 +44,7 @@ func BenchmarkSmallFiles(b *testing.B) {
 	if _, err := exec.LookPath("cp"); err != nil {
 		b.Skip("no cp")
 	}
-	for _, l := range smallLinks {
+	for _, l := range writeLinks { // the same links as the big writes
 		b.Run(l.name, func(b *testing.B) {
 			for _, s := range smallSets {
 				b.Run(s.name, func(b *testing.B) { benchSmallFiles(b, l.link, s.files, s.size) })

@@ -238,59 +238,7 @@ func reportRead(b *testing.B, iters int, what string, size int, tMount, tBase ti
 // ---------------------------------------------------------------------------
 // 2: write + publish.
 
-// BenchmarkWritePublish512MiB: create and write a 512 MiB file through the
-// mount, close it and wait until it is published, vs Client.Publish of the
-// same bytes (register, upload, wait until visible). Aim >= 0.7.
-func BenchmarkWritePublish512MiB(b *testing.B) {
-	requireFUSE(b)
-	const size = 512 * mib
-	ts := emulator.NewTestServer(b, emulator.Options{})
-	data := randomBytes(53, size)
-	c := benchClient(b, ts)
-	m := mountOn(b, ts, mountOpts{})
-	ctx := context.Background()
-	var tMount, tDirect time.Duration
-	iters := 0
-	for b.Loop() {
-		iters++
-		direct, viaMount := fmt.Sprintf("direct-%d.bin", iters), fmt.Sprintf("mount-%d.bin", iters)
-		syncDisks()
-		tDirect += timed(func() {
-			if _, err := c.Publish(ctx, remote.Target{Path: direct}, bytes.NewReader(data), size, remote.PublishOptions{}); err != nil {
-				b.Fatal(err)
-			}
-		})
-		syncDisks()
-		tMount += timed(func() {
-			f, err := os.Create(m.path(viaMount))
-			if err != nil {
-				b.Fatal(err)
-			}
-			for off := 0; off < size; off += readBuf {
-				if _, err := f.Write(data[off : off+readBuf]); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := f.Close(); err != nil {
-				b.Fatal(err)
-			}
-			drainFor(b, m, 5*time.Minute)
-		})
-		for _, p := range []string{direct, viaMount} {
-			got, _, _, err := ts.ReadFile(ts.Org, ts.Workspace, p)
-			if err != nil {
-				b.Fatal(err)
-			}
-			mustEqual(b, p+" on the service", got, data)
-		}
-	}
-	mb, db := mbps(size*int64(iters), tMount), mbps(size*int64(iters), tDirect)
-	r := tDirect.Seconds() / tMount.Seconds()
-	b.ReportMetric(mb, "mount-MB/s")
-	b.ReportMetric(db, "direct-MB/s")
-	b.ReportMetric(r, "ratio")
-	b.Logf("write+publish 512 MiB: mount %.0f MB/s, direct Publish %.0f MB/s, ratio %.2f (aim >= 0.7)", mb, db, r)
-}
+// BenchmarkCpPublish and BenchmarkCloseToVisible1GiB, in bench_write_test.go.
 
 // ---------------------------------------------------------------------------
 // 4: random 4 KiB reads.

@@ -106,6 +106,11 @@ type record struct {
 	// resumed upload sends only the rest.
 	Acked          []string `json:"acked,omitempty"`
 	AckedBlockSize int64    `json:"acked_block_size,omitempty"`
+	// Streamed: Ticket was registered and Acked staged by a Stream while the
+	// file was being written. Streaming: it still was when this was
+	// journaled, so Size is not final and Acked holds only whole blocks.
+	Streamed  bool `json:"streamed,omitempty"`
+	Streaming bool `json:"streaming,omitempty"`
 
 	// Set once published (State == StatePublished), download URL stripped, so
 	// the remaining steps (adopt, OnPublished, DeleteAfter, clean-up) can be

@@ -28,6 +28,25 @@ type job struct {
 	cancel    context.CancelFunc
 	done      int64 // bytes uploaded by the current attempt
 	err       error // last failure (rec.LastError is its text)
+	// A job handed over by a Stream: stream stages the rest of the file
+	// until the job starts (which waits for it); fresh until its first
+	// attempt, while its registered version is surely uncommitted and may
+	// be abandoned (Take, Rename, a newer Enqueue); recheck on that attempt.
+	stream  *Stream
+	fresh   bool
+	recheck bool
+}
+
+// abandonLocked drops the version a fresh streamed job registered (it was
+// never committed, so it never shows): the job publishes the normal way. It
+// returns the stream to stop, if any; the caller persists the record.
+func (j *job) abandonLocked() *Stream {
+	s := j.stream
+	j.stream, j.fresh = nil, false
+	j.rec.Ticket, j.rec.Target, j.rec.ConflictPath = nil, nil, ""
+	j.rec.Acked, j.rec.AckedBlockSize = nil, 0
+	j.rec.Streamed = false
+	return s
 }
 
 func (j *job) stop() {
@@ -43,7 +62,7 @@ func (j *job) replaceableLocked() bool {
 	if j.active || j.rec.State == StatePublished {
 		return false
 	}
-	return j.rec.State == StateFailed || j.rec.Ticket == nil
+	return j.rec.State == StateFailed || j.rec.Ticket == nil || j.fresh
 }
 
 func (j *job) statusLocked() JobStatus {
@@ -130,7 +149,15 @@ func (q *Queue) stagingInUseLocked(path string, j *job) bool {
 // its staging file if withStaging and no other job uses it. durable: the
 // removal is committed before discard returns (a cancelled job must not come
 // back); otherwise its loss must be harmless on restart (see journal.go).
+// A stream the job owned is stopped first.
 func (q *Queue) discard(j *job, withStaging, durable bool) {
+	q.mu.Lock()
+	s := j.stream
+	j.stream = nil
+	q.mu.Unlock()
+	if s != nil {
+		s.stop()
+	}
 	j.wmu.Lock()
 	j.removed = true
 	err := dropRecord(q.cfg.Dir, j.rec.ID)
@@ -164,10 +191,20 @@ func (q *Queue) persist(j *job) { q.persistAs(j, true) }
 // keeps it) but neither fsynced nor committed, for states whose loss in a
 // power cut a restart tolerates (see journal.go).
 func (q *Queue) persistAs(j *job, durable bool) {
+	if err := q.persistErr(j, durable); err != nil {
+		q.mu.Lock()
+		jb := j.rec.Job
+		q.mu.Unlock()
+		q.logJob(jb).WithError(err).Error("writeback: journal")
+	}
+}
+
+// persistErr is persistAs, returning the journal's error.
+func (q *Queue) persistErr(j *job, durable bool) error {
 	j.wmu.Lock()
 	defer j.wmu.Unlock()
 	if j.removed {
-		return
+		return nil
 	}
 	q.mu.Lock()
 	rec := j.rec
@@ -180,9 +217,7 @@ func (q *Queue) persistAs(j *job, durable bool) {
 	if err == nil && durable {
 		err = q.journal.commit()
 	}
-	if err != nil {
-		q.logJob(rec.Job).WithError(err).Error("writeback: journal")
-	}
+	return err
 }
 
 func (q *Queue) logJob(j Job) *logrus.Entry {

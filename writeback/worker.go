@@ -79,6 +79,7 @@ func (q *Queue) startLocked(j *job) {
 	j.active = true
 	j.cancel = cancel
 	j.done = 0
+	j.recheck, j.fresh = j.fresh, false
 	if j.rec.State == StatePending {
 		j.rec.State = StateUploading
 	}
@@ -92,6 +93,20 @@ func (q *Queue) startLocked(j *job) {
 // after-publish steps, then settles the outcome.
 func (q *Queue) run(ctx context.Context, j *job) {
 	defer q.wg.Done()
+	q.mu.Lock()
+	s := j.stream
+	j.stream = nil
+	q.mu.Unlock()
+	if s != nil {
+		// The stream stages what is left of the file: let it finish (the
+		// publish would send the same blocks), unless this attempt ends.
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			s.stop()
+			<-s.done
+		}
+	}
 	q.mu.Lock()
 	rec := j.rec
 	q.mu.Unlock()
@@ -188,13 +203,34 @@ func (q *Queue) publish(ctx context.Context, j *job, rec record) (Result, error)
 		content, size = f, st.Size()
 	}
 	q.mu.Lock()
-	if rec.Size != size {
+	switch {
+	case rec.Streaming && rec.AckedBlockSize > 0:
+		// Streamed while written, then a crash: the staged blocks are whole
+		// blocks of the file as it was left; keep those within its size.
+		rec.Acked = wholeBlocks(rec.Acked, rec.AckedBlockSize, size)
+		j.rec.Acked = rec.Acked
+	case rec.Size != size:
 		// block ids name offsets only: staged blocks of another size are not ours
 		rec.Acked, rec.AckedBlockSize = nil, 0
 		j.rec.Acked, j.rec.AckedBlockSize = nil, 0
 	}
 	j.rec.Size = size
+	recheck := j.recheck
 	q.mu.Unlock()
+
+	if recheck && rec.Ticket != nil && rec.Target != nil && rec.Target.FileID != uuid.Nil && rec.Job.BaseVersion != "" {
+		// The version was registered while the file was written, maybe long
+		// ago: if the file moved on since, drop it (never committed) and
+		// decide again, which makes a conflict copy.
+		m, err := q.pub.GetByID(ctx, rec.Target.FileID, remote.GetOptions{})
+		if err == nil && m.VersionID != rec.Job.BaseVersion && m.VersionID != rec.Ticket.VersionID {
+			q.logJob(rec.Job).Debug("writeback: file changed remotely while streaming; dropping the streamed version")
+			q.mu.Lock()
+			j.abandonLocked()
+			rec = j.rec
+			q.mu.Unlock()
+		}
+	}
 
 	var (
 		tgt    target
@@ -271,6 +307,22 @@ func (q *Queue) publish(ctx context.Context, j *job, rec record) (Result, error)
 	job := j.rec.Job // Rename may have changed Path meanwhile
 	q.mu.Unlock()
 	return Result{Job: job, Meta: meta, ConflictPath: cpath}, nil
+}
+
+// wholeBlocks keeps the ids of acked that name whole blocks of bs bytes
+// within size bytes.
+func wholeBlocks(acked []string, bs, size int64) []string {
+	ok := make(map[string]bool)
+	for off := int64(0); off+bs <= size; off += bs {
+		ok[remote.BlockID(off)] = true
+	}
+	var out []string
+	for _, id := range acked {
+		if ok[id] {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // decideTarget picks where a not-yet-registered job publishes: by id if the

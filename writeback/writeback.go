@@ -28,6 +28,36 @@
 // promised its bytes, and newer ones only add to them. Rename follows held
 // jobs too.
 //
+// # Streaming publish
+//
+// A file written in sequence from offset 0 (new, or opened with O_TRUNC)
+// may be uploaded while it is written: Stream, told of every write
+// (BeginWrite/EndWrite), registers a version once StreamThreshold bytes are
+// written, journals it (a record with Streamed and Streaming set, its ticket
+// and target) and stages whole blocks behind the writer, StreamBlocks at a
+// time, reading them back from the staging file (memory stays bounded), each
+// staged id journaled as Acked. Enqueue of the key hands the record to the
+// job: the stream goes on with the rest of the file, the tail included, and
+// the job, once its delay is over, waits for it, then resumes the version
+// (remote.Publish with the staged blocks skipped): only the block list and
+// the poll are left. Invariants:
+//   - a block is staged only once written and never while being rewritten;
+//     a write over a staged block breaks the stream, and the record loses
+//     its version and blocks durably before that write lands (a crash never
+//     reuses them). A broken stream's record stays, held as by Take.
+//   - a crash at any point resumes the journaled version with the blocks it
+//     lists (those within the file, whole, while Streaming), so at most one
+//     version is published, with the file's bytes as they were left.
+//   - a version registered by a stream is committed only by its job's
+//     publish. Until that job first starts it is "fresh" and may be dropped
+//     (it never shows: an uncommitted version is invisible): Take, Rename
+//     and a newer Enqueue drop it and the file publishes the normal way;
+//     Cancel drops it with the job. The first attempt checks the file did
+//     not move on since BaseVersion (the stream may have registered long
+//     ago); if it did, the version is dropped and a conflict copy is made.
+//   - Break, Cancel, Rename and Release stop a stream (a debug line says
+//     why); failures while staging only stop staging (the job sends the rest).
+//
 // # Conflicts
 //
 // Publishing by id first checks the file's latest version. If it is not
@@ -68,14 +98,16 @@
 //
 // # Locks
 //
-// Lock order: Queue.enqMu[stripe] → job.wmu → committer.mu, and job.wmu →
-// Queue.mu. Queue.mu guards all in-memory state and is never held across I/O
-// (network, journal writes, callbacks). job.wmu serialises the journal
-// writes of one job so that the last write is always the newest snapshot,
-// and a removed record is never resurrected. enqMu, striped by key, makes
-// journal order (Seq) equal install order across the Enqueues of a key (the
-// only order New's reload depends on). committer.mu is held only to start
-// or await a directory sync, never across it.
+// Lock order: Queue.enqMu[stripe] → Stream.mu → job.wmu → committer.mu, and
+// job.wmu → Queue.mu. Queue.mu guards all in-memory state and is never held
+// across I/O (network, journal writes, callbacks). Stream.mu is held across
+// the journal writes of a stream's register and Break (a Break is durable
+// before the write that caused it), never across network calls. job.wmu
+// serialises the journal writes of one job so that the last write is always
+// the newest snapshot, and a removed record is never resurrected. enqMu,
+// striped by key, makes journal order (Seq) equal install order across the
+// Enqueues of a key (the only order New's reload depends on). committer.mu
+// is held only to start or await a directory sync, never across it.
 package writeback
 
 import (
@@ -170,6 +202,13 @@ type Config struct {
 	Transfers int           // parallel publishes, default DefaultTransfers
 	RetryMin  time.Duration // first retry delay, default 1 s
 	RetryMax  time.Duration // cap, default 1 min
+
+	// StreamThreshold is how much of a file written in sequence is written
+	// before it starts uploading (see Stream): default 4 blocks, never at or
+	// below the client's single-put size; < 0 never streams.
+	StreamThreshold int64
+	// StreamBlocks is how many blocks one stream stages at once, default 4.
+	StreamBlocks int
 	// Cache, if set, adopts published staging files as the new version's content.
 	Cache *cache.Cache
 	// OnPublished is called from a worker after each successful publish,
@@ -228,6 +267,8 @@ type Queue struct {
 	draining int               // guarded by mu; Drain calls in progress (new jobs are due at once)
 	closed   bool              // guarded by mu
 	changed  chan struct{}     // guarded by mu; closed and replaced on every change (waiters)
+
+	streams map[string]*Stream // guarded by mu; files written and streamed, until handed to Enqueue or stopped
 }
 
 // enqStripes is the number of Enqueue locks; Enqueues of keys on different
@@ -251,6 +292,9 @@ func New(cfg Config, p Publisher) (*Queue, error) {
 	}
 	if cfg.Transfers <= 0 {
 		cfg.Transfers = DefaultTransfers
+	}
+	if cfg.StreamBlocks <= 0 {
+		cfg.StreamBlocks = 4
 	}
 	if cfg.RetryMin <= 0 {
 		cfg.RetryMin = time.Second
@@ -280,6 +324,7 @@ func New(cfg Config, p Publisher) (*Queue, error) {
 		wake:    make(chan struct{}, 1),
 		keys:    make(map[string][]*job),
 		held:    make(map[string]*job),
+		streams: make(map[string]*Stream),
 		changed: make(chan struct{}),
 		journal: newCommitter(cfg.Dir),
 	}
@@ -313,42 +358,62 @@ func (q *Queue) Enqueue(j Job) error {
 		q.mu.Unlock()
 		return ErrClosed
 	}
+	s := q.streams[j.Key]
+	delete(q.streams, j.Key)
 	q.seq++
-	nj := &job{rec: record{
-		Format: recordFormat,
-		ID:     uuid.NewString(),
-		Seq:    q.seq,
-		Job:    j,
-		State:  StatePending,
-		Size:   size,
-		Queued: time.Now(),
-	}}
+	seq := q.seq
 	q.mu.Unlock()
 
 	// Journal first: once Enqueue returns the job survives a crash. The
 	// staging file's fsync and the record's run at once (one device flush
 	// can serve both); the record is renamed into place only once both
 	// hold, so a record never names bytes that are not on disk; the rename
-	// is committed with whatever else the journal has to commit.
+	// is committed with whatever else the journal has to commit. A stream's
+	// record (which names the staging file since it registered) becomes the
+	// job once the bytes are synced.
 	serr := make(chan error, 1)
 	go func() { serr <- syncFile(j.Staging) }()
-	tmp, err := prepareRecord(q.cfg.Dir, &nj.rec)
-	if e := <-serr; e != nil {
-		if err == nil {
-			os.Remove(tmp)
+	nj := s.handOff(j, size)
+	if nj != nil {
+		if e := <-serr; e != nil {
+			s.Break("staging: " + e.Error())
+			return fmt.Errorf("writeback: staging: %w", e)
 		}
-		return fmt.Errorf("writeback: staging: %w", e)
-	}
-	if err == nil {
-		err = installRecord(q.cfg.Dir, tmp, nj.rec.ID)
-	}
-	if err == nil {
-		crashPoint("enqueue-renamed")
-		err = q.journal.commit()
-	}
-	if err != nil {
-		dropRecord(q.cfg.Dir, nj.rec.ID)
-		return err
+		q.mu.Lock()
+		nj.rec.Seq = seq
+		q.mu.Unlock()
+		if err := q.persistErr(nj, true); err != nil {
+			s.Break("journal: " + err.Error())
+			return err
+		}
+	} else {
+		nj = &job{rec: record{
+			Format: recordFormat,
+			ID:     uuid.NewString(),
+			Seq:    seq,
+			Job:    j,
+			State:  StatePending,
+			Size:   size,
+			Queued: time.Now(),
+		}}
+		tmp, err := prepareRecord(q.cfg.Dir, &nj.rec)
+		if e := <-serr; e != nil {
+			if err == nil {
+				os.Remove(tmp)
+			}
+			return fmt.Errorf("writeback: staging: %w", e)
+		}
+		if err == nil {
+			err = installRecord(q.cfg.Dir, tmp, nj.rec.ID)
+		}
+		if err == nil {
+			crashPoint("enqueue-renamed")
+			err = q.journal.commit()
+		}
+		if err != nil {
+			dropRecord(q.cfg.Dir, nj.rec.ID)
+			return err
+		}
 	}
 	crashPoint("enqueued")
 
@@ -404,10 +469,19 @@ func (q *Queue) Take(key string) (Job, bool) {
 	q.setListLocked(key, list[:len(list)-1])
 	prev := q.popHeldLocked(key)
 	q.held[key] = j
+	streamed := j.fresh
+	var st *Stream
+	if streamed {
+		st = j.abandonLocked() // the caller writes the file again
+	}
 	q.notifyLocked()
 	q.mu.Unlock()
 	if prev != nil { // not expected: an Enqueue releases the held job
 		q.discard(prev, false, true)
+	}
+	if streamed {
+		st.abandon()
+		q.persist(j) // before the caller writes: a crash must not reuse its blocks
 	}
 	return j.rec.Job, true
 }
@@ -416,6 +490,10 @@ func (q *Queue) Take(key string) (Job, bool) {
 // caller will not enqueue the key again for now (e.g. the file was parked
 // under a name that is never published). The staging file is the caller's.
 func (q *Queue) Release(key string) {
+	q.mu.Lock()
+	s := q.streams[key]
+	q.mu.Unlock()
+	s.Break("renamed to a name that stays local")
 	q.mu.Lock()
 	held := q.popHeldLocked(key)
 	q.mu.Unlock()
@@ -438,6 +516,17 @@ func (q *Queue) popHeldLocked(key string) *job {
 // created the file; best effort, logged); a held one's record is removed
 // (its staging file is the caller's).
 func (q *Queue) Cancel(key string) {
+	q.mu.Lock()
+	s := q.streams[key]
+	delete(q.streams, key)
+	q.mu.Unlock()
+	if s != nil {
+		// Its version was never committed: dropping the record is all.
+		if sj := s.abandon(); sj != nil {
+			q.discard(sj, false, true)
+		}
+		s.log.Debug("writeback: streaming stopped: the file was deleted")
+	}
 	q.mu.Lock()
 	var drop, keep []*job
 	for _, j := range q.keys[key] {
@@ -475,17 +564,32 @@ func (q *Queue) Cancel(key string) {
 
 // Rename changes the target path of key's jobs. A publish by path already in
 // flight completes at the path it registered; Result.Job.Path shows the new one.
+//
+// A streamed job that has not started yet drops its version (registered at
+// the old target, never committed) and publishes the normal way, and a
+// stream of the key stops.
 func (q *Queue) Rename(key, newPath string) {
+	q.mu.Lock()
+	s := q.streams[key]
+	q.mu.Unlock()
+	s.Break("renamed")
 	q.mu.Lock()
 	list := append([]*job(nil), q.keys[key]...)
 	if h := q.held[key]; h != nil {
 		list = append(list, h)
 	}
+	var stop []*Stream
 	for _, j := range list {
 		j.rec.Job.Path = newPath
+		if j.fresh && !j.active {
+			stop = append(stop, j.abandonLocked())
+		}
 	}
 	q.notifyLocked()
 	q.mu.Unlock()
+	for _, st := range stop {
+		st.abandon()
+	}
 	for _, j := range list {
 		q.persist(j)
 	}

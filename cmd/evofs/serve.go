@@ -22,7 +22,7 @@ import (
 type serveFlags struct {
 	addr, data, token, level, tlsDir string
 	delay, ttl, rtt                  time.Duration
-	mbit                             float64
+	mbit, upMbit                     float64
 	useTLS                           bool
 	blobBackend                      string
 	azureAccount, azureKey           string
@@ -45,7 +45,8 @@ func serveCommand() *cobra.Command {
 	fl.DurationVar(&o.delay, "publish-delay", 0, "delay between an upload's commit and the new version becoming visible")
 	fl.DurationVar(&o.ttl, "url-ttl", 30*time.Minute, "lifetime of pre-signed URLs")
 	fl.Float64Var(&o.mbit, "download-mbit", 0, "shape downloads like a network link of this many Mbit/s shared by all transfers (default: unshaped)")
-	fl.DurationVar(&o.rtt, "rtt", 0, "round trip added before the first byte of every download")
+	fl.Float64Var(&o.upMbit, "upload-mbit", 0, "shape uploads like a network link of this many Mbit/s shared by all transfers (default: unshaped)")
+	fl.DurationVar(&o.rtt, "rtt", 0, "round trip added before the first byte of every download and upload")
 	fl.StringVar(&o.level, "log-level", "info", "log level (debug, info, warn, error)")
 	fl.BoolVar(&o.useTLS, "tls", false, "serve HTTPS with a certificate from a local CA created once in --tls-dir (use --addr 127.0.0.1:443 for clients that drop the port)")
 	fl.StringVar(&o.tlsDir, "tls-dir", "", "where the local CA lives (default: DATA/tls, or evofs/serve-tls under the user's config dir when in memory)")
@@ -81,7 +82,7 @@ func runServe(f *serveFlags) error {
 		return err
 	}
 	o := emulator.Options{DataDir: f.data, AzureBlobs: az, Owner: "evofs serve --addr " + f.addr, PublishDelay: f.delay, URLTTL: f.ttl, Logger: log,
-		Link: emulator.Link{Bandwidth: int64(f.mbit * 1e6 / 8), RTT: f.rtt}}
+		Link: emulator.Link{Bandwidth: int64(f.mbit * 1e6 / 8), UploadBandwidth: int64(f.upMbit * 1e6 / 8), RTT: f.rtt}}
 	if f.token != "" {
 		o.Tokens = map[string]emulator.Grant{f.token: {User: emulator.LocalUser, Role: emulator.RoleOwner}}
 	}

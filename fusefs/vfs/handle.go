@@ -78,6 +78,8 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 	h = &Handle{fs: f, n: n, write: write}
 	if write || trunc {
 		n.io.Lock()
+		n.stream.Break("opened again for writing") // a second writer, or a new start
+		n.stream = nil
 		err = f.makeLocalIO(ctx, n, trunc)
 		if err == nil {
 			f.mu.Lock()
@@ -86,6 +88,9 @@ func (f *FS) Open(ctx context.Context, n *Node, flags int) (h *Handle, mode Open
 				n.writers++
 			}
 			f.mu.Unlock()
+		}
+		if err == nil && trunc && write {
+			f.startStreamIO(n)
 		}
 		if err == nil && trunc && !write {
 			err = f.handOverIO(n)
@@ -167,7 +172,35 @@ func (f *FS) CreateAs(ctx context.Context, dir *Node, name string, flags int, a 
 	dir.mtime = n.mtime
 	dir.ctime = n.mtime
 	f.saveMetaLocked(n)
+	f.mu.Unlock()
+	n.io.Lock()
+	f.startStreamIO(n)
+	n.io.Unlock()
+	f.mu.Lock()
 	return n, &Handle{fs: f, n: n, write: true}, OpenMode{}, nil
+}
+
+// startStreamIO starts the streaming publish of n, which its only writer
+// is about to write from offset 0 (a new file, or opened with O_TRUNC).
+// Caller holds n.io.
+func (f *FS) startStreamIO(n *Node) {
+	f.mu.Lock()
+	loc := n.local
+	if loc == nil || n.writers != 1 || n.removed || n.size != 0 || f.isLocalOnly(n.name) {
+		f.mu.Unlock()
+		return
+	}
+	job := f.jobLocked(n, loc)
+	f.mu.Unlock()
+	n.stream = f.queue.Stream(job)
+}
+
+// jobLocked is the publish job of n's local content loc.
+func (f *FS) jobLocked(n *Node, loc *staging) writeback.Job {
+	return writeback.Job{
+		Key: n.key, Path: f.pathLocked(n), FileID: n.fileID, BaseVersion: n.version,
+		Staging: loc.path, DeleteAfter: n.deleteNext, DeleteAfterVersion: n.deleteVer,
+	}
 }
 
 // claimParkedLocked gives a new node at path P the identity of a file that
@@ -347,14 +380,12 @@ func (f *FS) handOverIO(n *Node) error {
 		}
 		return nil
 	}
-	job := writeback.Job{
-		Key: n.key, Path: f.pathLocked(n), FileID: n.fileID, BaseVersion: n.version,
-		Staging: loc.path, DeleteAfter: n.deleteNext, DeleteAfterVersion: n.deleteVer,
-	}
+	job := f.jobLocked(n, loc)
 	f.mu.Unlock()
 	if err := f.queue.Enqueue(job); err != nil { // fsyncs the staged bytes, then journals
 		return fmt.Errorf("queueing %s for publishing: %w", job.Path, err)
 	}
+	n.stream = nil // handed to the job, if any
 	f.mu.Lock()
 	loc.queued = true
 	loc.dirty = false
@@ -537,7 +568,9 @@ func (h *Handle) Write(ctx context.Context, p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	loc := n.local
 	f.mu.Unlock()
+	n.stream.BeginWrite(off, int64(len(p)))
 	nw, err := loc.f.WriteAt(p, off)
+	n.stream.EndWrite(off, int64(nw))
 	if nw > 0 {
 		f.markWrittenLocked(n, off+int64(nw), false)
 	}
@@ -554,6 +587,8 @@ func (f *FS) Truncate(ctx context.Context, n *Node, h *Handle, size int64) error
 	}
 	n.io.Lock()
 	defer n.io.Unlock()
+	n.stream.Break("truncated")
+	n.stream = nil
 	if err := f.makeLocalIO(ctx, n, size == 0); err != nil {
 		return err
 	}
@@ -567,6 +602,9 @@ func (f *FS) Truncate(ctx context.Context, n *Node, h *Handle, size int64) error
 	f.markWrittenLocked(n, size, true)
 	if writers == 0 {
 		return f.handOverIO(n) // no close will follow
+	}
+	if size == 0 {
+		f.startStreamIO(n) // emptied by its only writer: a new sequential write may follow
 	}
 	return nil
 }

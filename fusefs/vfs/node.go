@@ -53,6 +53,7 @@ type Node struct {
 	rdev   uint32    // device number of a device node
 
 	local      *staging                 // non-nil while the content is local
+	stream     *writeback.Stream        // guarded by io; the streaming publish of a file written in sequence (nil-safe)
 	writers    int                      // open writable handles
 	handles    int                      // open handles of any kind (a staging file is closed only when none is left)
 	staleBase  bool                     // our last publish became a conflict copy while a writer held the file

@@ -246,6 +246,8 @@ func (f *FS) renameFile(ctx context.Context, src, dst, newDir *Node, newName str
 	}
 	src.io.Lock()
 	defer src.io.Unlock()
+	src.stream.Break("renamed")
+	src.stream = nil
 	if err := f.settleIO(ctx, src); err != nil {
 		return err
 	}

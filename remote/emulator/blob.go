@@ -190,7 +190,8 @@ func (s *Server) checkLength(w http.ResponseWriter, r *http.Request, limit int64
 
 // stageBody reads the request body into a new part and checks Content-MD5.
 func (s *Server) stageBody(w http.ResponseWriter, r *http.Request) (part, []byte, bool) {
-	p, sum, err := s.store.stage(r.Body, r.ContentLength)
+	// the round trip was waited out before the handler ran (ServeHTTP)
+	p, sum, err := s.store.stage(s.link.Load().body(r.Context(), r.Body), r.ContentLength)
 	if err != nil {
 		s.blobError(w, r, 400, "InvalidInput", "Could not read the request body: "+err.Error())
 		return part{}, nil, false

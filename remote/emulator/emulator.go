@@ -19,8 +19,8 @@
 //     Options.Verify, and the Workspaces API list on the hub.
 //   - Test hooks: fault injection, request counters, URL expiry, publish delay,
 //     direct seeding (PutFile/ReadFile/DeleteFile), and a network-like Link
-//     (shared bandwidth, round trip) for downloads, and a round trip for
-//     every other request (link.go).
+//     (shared bandwidth per direction, round trip) for downloads and uploads,
+//     and a round trip for every other request (link.go).
 //
 // # Invariants
 //
@@ -104,7 +104,7 @@ type Options struct {
 	RestoreSeeOther   bool             // restore answers 303 + metadata instead of 204
 	Logger            *logrus.Entry    // request log; nil = silent
 	Seed              int64            // seed of the FailRate generator; 0 = 1
-	Link              Link             // network shaping (download bandwidth, round trips); zero = none
+	Link              Link             // network shaping (bandwidth per direction, round trips); zero = none
 	// AzureBlobs, when set, keeps blobs in an Azure Storage account
 	// (Azurite) and issues its SAS URLs instead of serving blobs itself.
 	AzureBlobs *AzureBlobs
@@ -178,7 +178,7 @@ type Server struct {
 	lock      io.Closer              // the data dir lock (nil in memory mode)
 	azure     *azureStore            // the Azure blob backend, or nil
 	stopWatch context.CancelFunc     // stops watchUploads (azure only)
-	link      atomic.Pointer[shaper] // nil = downloads unshaped
+	link      atomic.Pointer[shaper] // nil = transfers unshaped
 
 	mu         sync.Mutex
 	ttl        time.Duration // guarded by mu

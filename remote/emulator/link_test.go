@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"testing"
@@ -71,6 +72,44 @@ func TestLinkDelaysRequests(t *testing.T) {
 	}
 	if took := time.Since(start); took < rtt {
 		t.Fatalf("get by path took %v, want at least the %v round trip", took, rtt)
+	}
+}
+
+// Uploads are shaped by their own direction of the link: two Put Blocks
+// sharing 4 MiB/s take at least their size over the bandwidth and each
+// waits the round trip, while an unshaped download direction stays fast;
+// the staged bytes are unchanged.
+func TestLinkShapesUploads(t *testing.T) {
+	c := newClient(t, Options{})
+	up, _, _ := c.register("up.bin")
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(rand.N(256))
+	}
+	const rtt = 100 * time.Millisecond
+	const bw = 4 << 20
+	c.ts.SetLink(Link{UploadBandwidth: bw, RTT: rtt})
+	start := time.Now()
+	done := make(chan resp, 2)
+	for i := range 2 {
+		go func() { done <- c.do("PUT", blockURL(up, fmt.Sprint(i)), data, nil) }()
+	}
+	for range 2 {
+		if d := <-done; d.status != 201 {
+			t.Fatalf("shaped put block: %d %s", d.status, d.body)
+		}
+	}
+	least := rtt + time.Duration(float64(2*len(data)-2*linkBurst)/bw*float64(time.Second))
+	if took := time.Since(start); took < least {
+		t.Fatalf("2 MiB of blocks over a 4 MiB/s link took %v, want at least %v", took, least)
+	}
+	if r := c.do("PUT", up+"&comp=blocklist", blockList("Latest:0", "Latest:1"), nil); r.status != 201 {
+		t.Fatalf("put block list: %d %s", r.status, r.body)
+	}
+	c.ts.SetLink(Link{})
+	u, _ := c.downloadURL("up.bin")
+	if d := c.do("GET", u, nil, nil); !bytes.Equal(d.body, append(append([]byte(nil), data...), data...)) {
+		t.Fatal("shaped upload changed the bytes")
 	}
 }
 
