@@ -174,18 +174,23 @@ func (f *FS) controlNameLocked(name string) bool {
 	return false
 }
 
+// loadView fetches what a view folder lists, if it is fetched at all: the
+// versions of one file, or the trash (no lock held).
+func (f *FS) loadView(dir *Node, v *view) error {
+	switch v.kind {
+	case viewVersionList:
+		return f.loadVersions(dir, v)
+	case viewTrashDir:
+		return f.loadTrash()
+	}
+	return nil
+}
+
 // viewLookup resolves name in a view folder. It may list the trash or the
 // versions of a file (no lock held).
 func (f *FS) viewLookup(dir *Node, v *view, name string) (*Node, error) {
-	switch v.kind {
-	case viewVersionList:
-		if err := f.loadVersions(dir, v); err != nil {
-			return nil, err
-		}
-	case viewTrashDir:
-		if err := f.loadTrash(); err != nil {
-			return nil, err
-		}
+	if err := f.loadView(dir, v); err != nil {
+		return nil, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -224,15 +229,8 @@ func (f *FS) viewLookup(dir *Node, v *view, name string) (*Node, error) {
 
 // viewReaddir lists a view folder.
 func (f *FS) viewReaddir(dir *Node, v *view) ([]DirEntry, error) {
-	switch v.kind {
-	case viewVersionList:
-		if err := f.loadVersions(dir, v); err != nil {
-			return nil, err
-		}
-	case viewTrashDir:
-		if err := f.loadTrash(); err != nil {
-			return nil, err
-		}
+	if err := f.loadView(dir, v); err != nil {
+		return nil, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -9,25 +9,12 @@ import (
 	"evofs/remote/emulator"
 )
 
-func (e *env) list(p string) []string {
-	e.t.Helper()
-	ents, err := e.core.Readdir(e.mustNode(p))
-	if err != nil {
-		e.t.Fatalf("readdir %q: %v", p, err)
-	}
-	var out []string
-	for _, d := range ents {
-		out = append(out, d.Name)
-	}
-	return out
-}
-
 // The control folder is hidden from the root's listing and reached by
 // name; a workspace's own .evofs is shown as it is, and the control folder
 // is then .evofs-history.
 func TestControlFolderName(t *testing.T) {
 	e := newSeeded(t, coreOpts{}, map[string][]byte{"a.txt": []byte("a")})
-	if got := join(e.list("")); got != "a.txt" {
+	if got := join(e.names("")); got != "a.txt" {
 		t.Fatalf("root lists %q", got)
 	}
 	if n := e.mustNode(".evofs"); !n.IsView() {
@@ -45,7 +32,7 @@ func TestControlFolderName(t *testing.T) {
 
 	e.ts.PutFile(e.ts.Org, e.ts.Workspace, ".evofs/mine.txt", []byte("mine"))
 	e.refresh()
-	if got := join(e.list("")); got != ".evofs,a.txt" {
+	if got := join(e.names("")); got != ".evofs/,a.txt" {
 		t.Fatalf("root lists %q", got)
 	}
 	if n := e.mustNode(".evofs"); n.IsView() {
@@ -55,7 +42,7 @@ func TestControlFolderName(t *testing.T) {
 	if n := e.mustNode(".evofs-history"); !n.IsView() {
 		t.Fatal(".evofs-history is not the control folder")
 	}
-	if got := join(e.list(".evofs-history/versions")); got != ".evofs,a.txt" {
+	if got := join(e.names(".evofs-history/versions")); got != ".evofs/,a.txt/" {
 		t.Fatalf("versions lists %q", got)
 	}
 }
@@ -67,20 +54,20 @@ func TestVersionListFreshness(t *testing.T) {
 	e.ts.PutFile(e.ts.Org, e.ts.Workspace, "a.txt", []byte("2"))
 	e.refresh()
 	e.ts.ResetRequests()
-	if got := len(e.list(".evofs/versions/a.txt")); got != 2 {
+	if got := len(e.names(".evofs/versions/a.txt")); got != 2 {
 		t.Fatalf("%d versions", got)
 	}
-	e.list(".evofs/versions/a.txt")
+	e.names(".evofs/versions/a.txt")
 	if n := e.ts.Requests(emulator.OpAny); n != 1 {
 		t.Fatalf("two listings made %d requests, want 1", n)
 	}
 	e.ts.PutFile(e.ts.Org, e.ts.Workspace, "a.txt", []byte("3"))
-	if got := len(e.list(".evofs/versions/a.txt")); got != 2 {
+	if got := len(e.names(".evofs/versions/a.txt")); got != 2 {
 		t.Fatalf("before the tree saw it: %d versions, want 2", got)
 	}
 	e.refresh()
 	e.ts.ResetRequests()
-	names := e.list(".evofs/versions/a.txt")
+	names := e.names(".evofs/versions/a.txt")
 	if len(names) != 3 || e.ts.Requests(emulator.OpGetByID) != 1 {
 		t.Fatalf("after a listing: %q with %d requests", names, e.ts.Requests(emulator.OpAny))
 	}
@@ -99,7 +86,7 @@ func TestTrashNamesAndPartialRestore(t *testing.T) {
 	e.ts.DeleteFile(e.ts.Org, e.ts.Workspace, "d/x.csv")
 	e.ts.DeleteFile(e.ts.Org, e.ts.Workspace, "d/y.csv")
 	e.refresh()
-	got := e.list(".evofs/trash/d")
+	got := e.names(".evofs/trash/d")
 	if len(got) != 3 || got[0] != "x (deleted "+got[0][len("x (deleted "):] || !strings.HasSuffix(got[0], ").csv") || got[1] != "x.csv" || got[2] != "y.csv" {
 		t.Fatalf("trash/d lists %q", got)
 	}
@@ -126,7 +113,7 @@ func TestTrashNamesAndPartialRestore(t *testing.T) {
 	e.remoteEqual("d/x.csv", []byte("second"))
 	e.remoteEqual("d/y.csv", []byte("theirs"))
 	// the older x is now the newest deleted file of its path: the plain name
-	if got := join(e.list(".evofs/trash/d")); got != "x.csv,y.csv" {
+	if got := join(e.names(".evofs/trash/d")); got != "x.csv,y.csv" {
 		t.Fatalf("trash/d after a partial restore lists %q", got)
 	}
 	mustEqual(t, "older x", e.readFile(".evofs/trash/d/x.csv"), []byte("first"))
@@ -134,7 +121,7 @@ func TestTrashNamesAndPartialRestore(t *testing.T) {
 	// an older deletion's entry goes back to its path too, not to its own name
 	e.ts.DeleteFile(e.ts.Org, e.ts.Workspace, "d/x.csv")
 	e.refresh()
-	got = e.list(".evofs/trash/d")
+	got = e.names(".evofs/trash/d")
 	if len(got) != 3 || !strings.HasPrefix(got[0], "x (deleted ") {
 		t.Fatalf("trash/d lists %q", got)
 	}
@@ -156,7 +143,7 @@ func TestRestoreSeeOther(t *testing.T) {
 	if err := e.core.Unlink(ctxT(t), e.core.Root(), "a.txt"); err != nil {
 		t.Fatal(err)
 	}
-	if got := join(e.list(".evofs/trash")); got != "a.txt" {
+	if got := join(e.names(".evofs/trash")); got != "a.txt" {
 		t.Fatalf("trash lists %q", got)
 	}
 	entry := e.mustNode(".evofs/trash/a.txt")
@@ -169,7 +156,7 @@ func TestRestoreSeeOther(t *testing.T) {
 	}
 	mustEqual(t, "restored", e.readFile("a.txt"), []byte("a"))
 	e.remoteEqual("a.txt", []byte("a"))
-	if got := join(e.list(".evofs/trash")); got != "" {
+	if got := join(e.names(".evofs/trash")); got != "" {
 		t.Fatalf("trash lists %q after the restore", got)
 	}
 }
@@ -182,7 +169,7 @@ func TestTrashFollowsListings(t *testing.T) {
 	e := newSeeded(t, coreOpts{}, map[string][]byte{"a.txt": []byte("a"), "b.txt": []byte("b")})
 	_, id, _ := e.mustRemote("a.txt")
 	e.ts.DeleteFile(e.ts.Org, e.ts.Workspace, "a.txt")
-	if got := join(e.list(".evofs/trash")); got != "a.txt" {
+	if got := join(e.names(".evofs/trash")); got != "a.txt" {
 		t.Fatalf("trash lists %q", got)
 	}
 	e.ts.DeleteFile(e.ts.Org, e.ts.Workspace, "b.txt")
@@ -190,7 +177,7 @@ func TestTrashFollowsListings(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.ts.ResetRequests()
-	if got := join(e.list(".evofs/trash")); got != "a.txt,b.txt" {
+	if got := join(e.names(".evofs/trash")); got != "a.txt,b.txt" {
 		t.Fatalf("trash after a poll lists %q", got)
 	}
 	if n := e.ts.Requests(emulator.OpAny); n != 0 {
@@ -200,7 +187,7 @@ func TestTrashFollowsListings(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.refresh()
-	if got := join(e.list(".evofs/trash")); got != "b.txt" {
+	if got := join(e.names(".evofs/trash")); got != "b.txt" {
 		t.Fatalf("trash after a full listing lists %q", got)
 	}
 	mustEqual(t, "a.txt", e.readFile("a.txt"), []byte("a"))
