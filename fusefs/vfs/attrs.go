@@ -80,7 +80,7 @@ func (f *FS) defaultPerm(dir bool) uint32 {
 // set-group-ID folder the node takes the folder's group, and a folder
 // the set-group-ID bit too, as on a local disk.
 func (f *FS) setNewAttrLocked(dir, n *Node, a NewAttr) {
-	if da := f.attrLocked(dir); da.Mode&syscall.S_ISGID != 0 {
+	if da := f.attrNoLinksLocked(dir); da.Mode&syscall.S_ISGID != 0 {
 		a.GID = da.GID
 		if n.dir {
 			a.Mode |= syscall.S_ISGID

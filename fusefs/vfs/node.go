@@ -106,6 +106,21 @@ func (f *FS) Attr(n *Node) Attr {
 }
 
 func (f *FS) attrLocked(n *Node) Attr {
+	a := f.attrNoLinksLocked(n)
+	if n.dir {
+		for _, c := range n.children {
+			if c.dir {
+				a.Nlink++
+			}
+		}
+	}
+	return a
+}
+
+// attrNoLinksLocked is attrLocked without a folder's subfolders in Nlink,
+// which cost a pass over its children (a create in a big folder asks for
+// the folder's mode and group only).
+func (f *FS) attrNoLinksLocked(n *Node) Attr {
 	a := Attr{Ino: n.ino, Size: n.size, Mtime: n.mtime, Atime: n.atime, Ctime: n.ctime, UID: f.cfg.UID, GID: f.cfg.GID, Nlink: 1}
 	if a.Atime.IsZero() {
 		a.Atime = a.Mtime
@@ -122,11 +137,6 @@ func (f *FS) attrLocked(n *Node) Attr {
 		a.Mode = syscall.S_IFDIR
 		a.Size = 4096
 		a.Nlink = 2
-		for _, c := range n.children {
-			if c.dir {
-				a.Nlink++
-			}
-		}
 	case n.kind != "":
 		a.Mode = kindBits(n.kind)
 		a.Rdev = n.rdev
