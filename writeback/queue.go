@@ -94,11 +94,22 @@ func (q *Queue) installLocked(nj *job) (old *job) {
 		old = list[n-1]
 		list = list[:n-1]
 	}
-	q.keys[key] = append(list, nj)
+	q.setListLocked(key, append(list[:len(list):len(list)], nj)) // a copy: the old list is still counted
 	return old
 }
 
+// setListLocked replaces key's jobs (the only way q.keys changes, so that
+// q.staged stays the count of jobs naming each staging file). list must not
+// have overwritten the current list's elements (append to a full slice).
 func (q *Queue) setListLocked(key string, list []*job) {
+	for _, x := range q.keys[key] {
+		if q.staged[x.rec.Job.Staging]--; q.staged[x.rec.Job.Staging] <= 0 {
+			delete(q.staged, x.rec.Job.Staging)
+		}
+	}
+	for _, x := range list {
+		q.staged[x.rec.Job.Staging]++
+	}
 	if len(list) == 0 {
 		delete(q.keys, key)
 		return
@@ -135,14 +146,13 @@ func (q *Queue) nudge() {
 
 // stagingInUseLocked reports whether a job other than j uses path.
 func (q *Queue) stagingInUseLocked(path string, j *job) bool {
-	for _, list := range q.keys {
-		for _, x := range list {
-			if x != j && x.rec.Job.Staging == path {
-				return true
-			}
+	n := q.staged[path]
+	for _, x := range q.keys[j.rec.Job.Key] {
+		if x == j && x.rec.Job.Staging == path {
+			n-- // j itself, still listed
 		}
 	}
-	return false
+	return n > 0
 }
 
 // discard deletes the record of a job already taken out of the lists, and

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -31,32 +30,28 @@ func (q *Queue) schedule() {
 	for {
 		var next time.Time
 		q.mu.Lock()
-		now := time.Now()
-		var due []*job
-		for _, list := range q.keys {
-			j := list[0]
-			if j.active || (j.rec.State != StatePending && j.rec.State != StatePublished) {
-				continue
-			}
-			if j.due.After(now) {
-				if next.IsZero() || j.due.Before(next) {
-					next = j.due
+		// With every transfer busy there is nothing to start: a finishing
+		// worker nudges. Otherwise one pass picks the oldest due jobs that
+		// fit (thousands may be queued: no sort of them all).
+		if free := q.cfg.Transfers - q.running; free > 0 {
+			now := time.Now()
+			due := make([]*job, 0, free)
+			for _, list := range q.keys {
+				j := list[0]
+				if j.active || (j.rec.State != StatePending && j.rec.State != StatePublished) {
+					continue
 				}
-				continue
+				if j.due.After(now) {
+					if next.IsZero() || j.due.Before(next) {
+						next = j.due
+					}
+					continue
+				}
+				due = insertOldest(due, j, free)
 			}
-			due = append(due, j)
-		}
-		sort.Slice(due, func(a, b int) bool {
-			if !due[a].due.Equal(due[b].due) {
-				return due[a].due.Before(due[b].due)
+			for _, j := range due {
+				q.startLocked(j)
 			}
-			return due[a].rec.Seq < due[b].rec.Seq
-		})
-		for _, j := range due {
-			if q.running >= q.cfg.Transfers {
-				break
-			}
-			q.startLocked(j)
 		}
 		q.mu.Unlock()
 
@@ -72,6 +67,30 @@ func (q *Queue) schedule() {
 		}
 		timer.Stop()
 	}
+}
+
+// insertOldest adds j to due, kept sorted oldest first (due time, then
+// Seq) and at most max long.
+func insertOldest(due []*job, j *job, max int) []*job {
+	older := func(a, b *job) bool {
+		if !a.due.Equal(b.due) {
+			return a.due.Before(b.due)
+		}
+		return a.rec.Seq < b.rec.Seq
+	}
+	i := len(due)
+	for i > 0 && older(j, due[i-1]) {
+		i--
+	}
+	if i >= max {
+		return due
+	}
+	if len(due) < max {
+		due = append(due, nil)
+	}
+	copy(due[i+1:], due[i:len(due)-1])
+	due[i] = j
+	return due
 }
 
 func (q *Queue) startLocked(j *job) {

@@ -262,6 +262,7 @@ type Queue struct {
 	mu       sync.Mutex
 	keys     map[string][]*job // guarded by mu; oldest first, only [0] may be active; never empty slices
 	held     map[string]*job   // guarded by mu; taken back by Take, record kept until Enqueue, Cancel or Release
+	staged   map[string]int    // guarded by mu; staging path → jobs in keys naming it (setListLocked keeps it)
 	running  int               // guarded by mu; active jobs
 	seq      uint64            // guarded by mu; last Seq handed out
 	draining int               // guarded by mu; Drain calls in progress (new jobs are due at once)
@@ -324,6 +325,7 @@ func New(cfg Config, p Publisher) (*Queue, error) {
 		wake:    make(chan struct{}, 1),
 		keys:    make(map[string][]*job),
 		held:    make(map[string]*job),
+		staged:  make(map[string]int),
 		streams: make(map[string]*Stream),
 		changed: make(chan struct{}),
 		journal: newCommitter(cfg.Dir),

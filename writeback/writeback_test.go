@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -87,8 +88,27 @@ func (e *env) open(cfg Config) *Queue {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { q.Close() })
+	e.t.Cleanup(func() {
+		checkStagedCount(e.t, q)
+		q.Close()
+	})
 	return q
+}
+
+// checkStagedCount fails t if the queue's count of jobs per staging file
+// (kept as lists change) differs from a recount of its lists.
+func checkStagedCount(t testing.TB, q *Queue) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	want := map[string]int{}
+	for _, list := range q.keys {
+		for _, j := range list {
+			want[j.rec.Job.Staging]++
+		}
+	}
+	if !maps.Equal(want, q.staged) {
+		t.Errorf("staging counts %v, recount %v", q.staged, want)
+	}
 }
 
 func (e *env) stage(data []byte) string {
@@ -1216,5 +1236,31 @@ func TestPublishByPathWhoseFileIsDeletedMidway(t *testing.T) {
 	}
 	if id, _ := e.expectFile("cfg.lock", data); id == oldID {
 		t.Error("published into the deleted file")
+	}
+}
+
+// insertOldest keeps the oldest due jobs, at most max, oldest first; ties
+// go by Seq.
+func TestInsertOldestKeepsTheOldest(t *testing.T) {
+	base := time.Unix(1000, 0)
+	mk := func(sec int, seq uint64) *job {
+		return &job{due: base.Add(time.Duration(sec) * time.Second), rec: record{Seq: seq}}
+	}
+	in := []*job{mk(5, 1), mk(1, 2), mk(9, 3), mk(1, 1), mk(3, 4), mk(0, 9), mk(7, 5)}
+	var due []*job
+	for _, j := range in {
+		due = insertOldest(due, j, 3)
+	}
+	want := []*job{in[5], in[3], in[1]} // 0 s; 1 s seq 1; 1 s seq 2
+	if len(due) != len(want) {
+		t.Fatalf("got %d jobs, want %d", len(due), len(want))
+	}
+	for i := range want {
+		if due[i] != want[i] {
+			t.Errorf("due[%d] = %v seq %d, want %v seq %d", i, due[i].due.Sub(base), due[i].rec.Seq, want[i].due.Sub(base), want[i].rec.Seq)
+		}
+	}
+	if got := insertOldest(nil, in[0], 0); len(got) != 0 {
+		t.Errorf("max 0 kept %d jobs", len(got))
 	}
 }
