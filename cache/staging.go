@@ -24,9 +24,10 @@ func (c *Cache) NewStaging() (*os.File, error) {
 // copying where possible (hard link). The staging file itself is left in
 // place for the caller to remove. The entry is unpinned and under the LRU.
 //
-// Adopt syncs nothing: the caller made the staging file durable, and the
-// entry's sidecar, if a power cut loses or tears it (it is checksummed),
-// only drops the entry, whose content is then fetched again.
+// Adopt syncs nothing: if a power cut loses or tears the entry's sidecar
+// (it is checksummed) the entry is dropped and fetched again; if it loses
+// the content (a staging file that was never synced), the chunks fail their
+// checksum on the first read and are fetched again.
 //
 // With a hard link the staging file and the content share one inode, so the
 // caller must not modify the staging file after Adopt (remove it, or copy it

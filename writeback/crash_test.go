@@ -126,7 +126,10 @@ func newCrashCase(t *testing.T, files int) *crashCase {
 			j.FileID, j.BaseVersion = m.FileID, m.VersionID
 			c.seeded[key] = seed
 		}
-		body := randBytes(1000 + 37*i)
+		body := randBytes(1000 + 37*i) // small: the bytes travel in the record
+		if i%3 == 2 {
+			body = randBytes(InlineMax + 1000 + i) // too big for that
+		}
 		j.Staging = e.stage(body)
 		c.bodies[key] = body
 		c.jobs = append(c.jobs, j)
@@ -379,4 +382,151 @@ func TestGroupCommitSharesDirectorySyncs(t *testing.T) {
 	if c.syncs != 2 {
 		t.Fatalf("%d directory syncs for 1 + %d callers, want 2", c.syncs, waiters)
 	}
+}
+
+// A small file's staging file is never synced: its bytes are in its
+// journal record. A power cut after Enqueue returned may lose, empty or
+// garble it; the restart restores it from the record and publishes the
+// closed bytes, once. (Files over InlineMax keep a synced staging file.)
+func TestPowerCutLosesUnsyncedSmallStagingFiles(t *testing.T) {
+	c := newCrashCase(t, 9)
+	e := c.e
+	cfg := e.config()
+	cfg.Delay = time.Hour // nothing publishes before the "power cut"
+	q := e.open(cfg)
+	closed := map[string]bool{}
+	for _, j := range c.jobs {
+		if err := q.Enqueue(j); err != nil {
+			t.Fatal(err)
+		}
+		closed[j.Key] = true
+	}
+	q.Close()
+	small := 0
+	for i, j := range c.jobs {
+		if len(c.bodies[j.Key]) > InlineMax {
+			continue
+		}
+		var err error
+		switch small % 3 {
+		case 0:
+			err = os.Remove(j.Staging)
+		case 1:
+			err = os.Truncate(j.Staging, 0)
+		case 2:
+			err = os.WriteFile(j.Staging, make([]byte, len(c.bodies[j.Key])), 0o600)
+		}
+		if err != nil {
+			t.Fatalf("job %d: %v", i, err)
+		}
+		small++
+	}
+	if small < 3 {
+		t.Fatalf("only %d small files", small)
+	}
+	// check restarts a queue on the journal, drains it and checks the
+	// service: every closed file's bytes, published once.
+	c.check(t, closed)
+}
+
+// A record cut short by a crash (its Enqueue never returned) is removed,
+// one damaged in full is set aside; the other jobs publish.
+func TestTornRecordIsSetAside(t *testing.T) {
+	for _, cut := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cut=%v", cut), func(t *testing.T) { testTornRecord(t, cut) })
+	}
+}
+
+func testTornRecord(t *testing.T, cut bool) {
+	c := newCrashCase(t, 2)
+	e := c.e
+	cfg := e.config()
+	cfg.Delay = time.Hour
+	q := e.open(cfg)
+	for _, j := range c.jobs {
+		if err := q.Enqueue(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.Close()
+	recs := e.records()
+	if len(recs) != 2 {
+		t.Fatalf("records %v", recs)
+	}
+	torn := filepath.Join(e.dir, recs[0])
+	b, err := os.ReadFile(torn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := b[:len(b)/2] // cut short
+	if !cut {
+		damaged = bytes.Clone(b)
+		damaged[len(b)/2] = 0 // garbage inside, full length
+	}
+	if err := os.WriteFile(torn, damaged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q = e.open(e.config())
+	if err := q.Drain(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	published := 0
+	for _, j := range c.jobs {
+		data, _, _, err := e.ts.ReadFile(e.ts.Org, e.ts.Workspace, j.Path)
+		if err == nil && bytes.Equal(data, c.bodies[j.Key]) {
+			published++
+		}
+	}
+	if published != 1 {
+		t.Errorf("%d files published, want 1 (the other's record is torn)", published)
+	}
+	switch {
+	case cut && (exists(torn) || exists(torn+".corrupt")):
+		t.Error("a record cut short was not removed")
+	case !cut && !exists(torn+".corrupt"):
+		t.Error("a damaged record was not set aside as .corrupt")
+	}
+}
+
+// Take (the file is written again) syncs the staging file and rewrites the
+// record without its bytes: a crash then publishes the file as it was left,
+// not the bytes of the close before.
+func TestTakeDropsInlineBytes(t *testing.T) {
+	e := newEnv(t, emulator.Options{}, nil)
+	cfg := e.config()
+	cfg.Delay = time.Hour
+	q := e.open(cfg)
+	stg := e.stage([]byte("first close"))
+	if err := q.Enqueue(Job{Key: "k", Path: "taken.txt", Staging: stg}); err != nil {
+		t.Fatal(err)
+	}
+	inlineIn := func() bool {
+		recs := e.records()
+		if len(recs) != 1 {
+			t.Fatalf("records %v", recs)
+		}
+		b, err := os.ReadFile(filepath.Join(e.dir, recs[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.Contains(b, []byte(`"inline"`))
+	}
+	if !inlineIn() {
+		t.Fatal("a small file's record does not carry its bytes")
+	}
+	if _, ok := q.Take("k"); !ok {
+		t.Fatal("Take refused")
+	}
+	if inlineIn() {
+		t.Fatal("the record still carries the bytes after Take")
+	}
+	if err := os.WriteFile(stg, []byte("being written again"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q.Close() // a crash while the file is open again
+	q = e.open(e.config())
+	if err := q.Drain(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	e.expectFile("taken.txt", []byte("being written again"))
 }

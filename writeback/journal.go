@@ -23,7 +23,8 @@ package writeback
 // but a power cut may lose them, which a restart must and does tolerate;
 // crash_test.go kills a child process at points of this path, and replays
 // a power cut):
-//   - a new job's record (Enqueue): fsync + rename + commit; the close promise;
+//   - a new job's record (Enqueue): fsync + rename + commit, or for a small
+//     file fsync of the record (bytes included) + commit; the close promise;
 //   - the registered ticket (OnRegistered): fsync + rename + commit; a
 //     restart must resume that version, not mistake it for someone else's;
 //   - re-based, retried, failed, renamed and block-acked records: durable;
@@ -41,11 +42,25 @@ package writeback
 //   - the cache's adoption of the published file (cache.Adopt): no sync; a
 //     lost cache entry is fetched again.
 //
-// Per small file that is 3 fsyncs on close (staging and record at once, then
-// a shared directory sync) and 2 while publishing (the ticket, then a shared
-// directory sync), down from 3 + 8.
+// Small files (at most InlineMax bytes): the record carries the file's
+// bytes (Inline) and is created in place (createRecord: no temp file, no
+// rename), so a close costs one fsync plus the shared directory sync, and
+// the staging file is never synced. Invariant: a job's staging file is not
+// written while the job is queued (its writer takes it back first, Take,
+// which syncs the file and rewrites the record without the bytes), so
+// whenever a record carries bytes they are the staging file's; rewrites of
+// the record (ticket, retries, rename) read them back from it. New restores
+// a staging file that a power cut lost, emptied or garbled from its record
+// (the newest record naming that file only), and removes a record cut
+// short by a crash before its write ended (its Enqueue never returned).
+//
+// Per small file that is 2 fsyncs on close (the record, then a shared
+// directory sync) and 2 while publishing (the ticket, then a shared
+// directory sync); larger files take 3 on close (staging and record at
+// once, then the directory). It was 3 + 8.
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,7 +76,18 @@ import (
 )
 
 // recordFormat is the journal record version; bump on incompatible changes.
-const recordFormat = 1
+// A record carrying its file's bytes (Inline) is written as formatInline, so
+// that an evofs too old to know the field leaves it alone instead of
+// trusting a staging file that was never synced.
+const (
+	recordFormat = 1
+	formatInline = 2
+	maxFormat    = formatInline
+)
+
+// InlineMax is the largest file whose bytes Enqueue journals inside its
+// record (see journal.go's "Small files").
+const InlineMax = 64 << 10
 
 const (
 	recordExt  = ".json"
@@ -116,6 +142,11 @@ type record struct {
 	// the remaining steps (adopt, OnPublished, DeleteAfter, clean-up) can be
 	// finished after a restart without publishing again.
 	Meta *remote.FileMeta `json:"meta,omitempty"`
+
+	// Inline: the staging file's bytes (at most InlineMax), journaled with
+	// the record so that the staging file itself need not be synced. Only
+	// in the file; jobs in memory re-read them when rewriting the record.
+	Inline []byte `json:"inline,omitempty"`
 }
 
 func recordPath(dir, id string) string { return filepath.Join(dir, id+recordExt) }
@@ -156,6 +187,83 @@ func writeTemp(dir string, r *record, durable bool) (string, error) {
 		return "", fmt.Errorf("journal: write %s: %w", r.ID, err)
 	}
 	return tmp, nil
+}
+
+// createRecord writes a new job's record in place and fsyncs it: no temp
+// file and no rename, so that the directory sync that follows (a commit)
+// finds the file's creation already flushed with it. A crash (kill -9 or a
+// power cut) before the write ends leaves a record cut short, which New
+// removes (unfinished): its Enqueue never returned. A power cut may also
+// leave a full-length record with garbage, which New sets aside as corrupt.
+// r.ID is new, so the name is too (O_EXCL).
+func createRecord(dir string, r *record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	p := recordPath(dir, r.ID)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(p)
+		return fmt.Errorf("journal: write %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// unfinished reports whether b, which does not parse, is the start of a
+// record whose write never ended (empty, or cut before the closing brace)
+// rather than a damaged one. Only createRecord writes a record in place;
+// the other writes rename a complete temp file over it.
+func unfinished(b []byte) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) == 0 || b[0] == '{' && b[len(b)-1] != '}'
+}
+
+// readInline reads a staging file for a record's Inline; its size must be
+// size (a staging file is not written while its job is queued).
+func readInline(path string, size int64) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) != size {
+		return nil, fmt.Errorf("%s is %d bytes, its job says %d", path, len(b), size)
+	}
+	return b, nil
+}
+
+// restoreInline makes r's staging file hold r.Inline again (durably) if it
+// does not: a power cut may lose a staging file that was never synced, but
+// its record kept the bytes. It reports whether it rewrote the file.
+func restoreInline(r *record) (bool, error) {
+	if b, err := os.ReadFile(r.Job.Staging); err == nil && bytes.Equal(b, r.Inline) {
+		return false, nil
+	}
+	f, err := os.OpenFile(r.Job.Staging, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return false, err
+	}
+	_, err = f.Write(r.Inline)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(r.Job.Staging))
+	}
+	return true, err
 }
 
 // installRecord renames a temp file from writeTemp into place as id's record.
@@ -275,12 +383,19 @@ func loadRecords(dir string) (recs []*record, bad []string, err error) {
 			return nil, nil, fmt.Errorf("journal: %w", err)
 		}
 		r := new(record)
-		if err := json.Unmarshal(b, r); err != nil || r.ID+recordExt != name || r.Job.Key == "" {
+		err = json.Unmarshal(b, r)
+		if err != nil && unfinished(b) {
+			// createRecord was stopped (kill -9, power cut) before its write
+			// ended: that Enqueue never returned, there is nothing to resume.
+			os.Remove(p)
+			continue
+		}
+		if err != nil || r.ID+recordExt != name || r.Job.Key == "" {
 			os.Rename(p, p+".corrupt")
 			bad = append(bad, name)
 			continue
 		}
-		if r.Format > recordFormat {
+		if r.Format > maxFormat {
 			// written by a newer evofs: leave it for that version
 			bad = append(bad, name+" (newer record format; kept)")
 			continue

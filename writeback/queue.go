@@ -35,6 +35,11 @@ type job struct {
 	stream  *Stream
 	fresh   bool
 	recheck bool
+	// inline: the job's record carries its staging file's bytes (Inline),
+	// which were never synced on their own: a rewrite of the record carries
+	// them again (read back from the staging file, which nobody writes
+	// while the job is queued). Take syncs the file and drops them.
+	inline bool
 }
 
 // abandonLocked drops the version a fresh streamed job registered (it was
@@ -222,7 +227,15 @@ func (q *Queue) persistErr(j *job, durable bool) error {
 	if rec.State == StateUploading {
 		rec.State = StatePending
 	}
+	inline := j.inline
 	q.mu.Unlock()
+	if inline {
+		b, err := readInline(rec.Job.Staging, rec.Size)
+		if err != nil {
+			return fmt.Errorf("journal: %s: %w", rec.ID, err)
+		}
+		rec.Inline, rec.Format = b, formatInline
+	}
 	err := putRecord(q.cfg.Dir, &rec, durable)
 	if err == nil && durable {
 		err = q.journal.commit()
@@ -313,6 +326,10 @@ func (q *Queue) load() error {
 		q.log.WithField("record", name).Error("writeback: unreadable journal record set aside as .corrupt")
 	}
 	sort.Slice(recs, func(a, b int) bool { return recs[a].Seq < recs[b].Seq })
+	newest := map[string]*record{} // staging path → the newest record naming it
+	for _, r := range recs {
+		newest[r.Job.Staging] = r
+	}
 	now := time.Now()
 	var dropped, check []*job
 	for _, r := range recs {
@@ -322,7 +339,15 @@ func (q *Queue) load() error {
 		if r.State == StateUploading || r.State == "" || r.State == StatePublished && r.Meta == nil {
 			r.State = StatePending
 		}
-		j := &job{rec: *r, due: now}
+		j := &job{rec: *r, due: now, inline: r.Format == formatInline} // Inline is nil for an empty file
+		j.rec.Inline = nil                                             // kept in the file only
+		if j.inline && newest[r.Job.Staging] == r {                    // an older job's bytes never win
+			if fixed, err := restoreInline(r); err != nil {
+				q.logJob(r.Job).WithError(err).Error("writeback: cannot restore the staging file from its journal record")
+			} else if fixed {
+				q.logJob(r.Job).Warn("writeback: staging file restored from its journal record (lost in a crash)")
+			}
+		}
 		if r.LastError != "" {
 			j.err = errors.New(r.LastError)
 		}

@@ -366,18 +366,48 @@ func (q *Queue) Enqueue(j Job) error {
 	seq := q.seq
 	q.mu.Unlock()
 
-	// Journal first: once Enqueue returns the job survives a crash. The
-	// staging file's fsync and the record's run at once (one device flush
-	// can serve both); the record is renamed into place only once both
-	// hold, so a record never names bytes that are not on disk; the rename
-	// is committed with whatever else the journal has to commit. A stream's
-	// record (which names the staging file since it registered) becomes the
-	// job once the bytes are synced.
-	serr := make(chan error, 1)
-	go func() { serr <- syncFile(j.Staging) }()
+	// Journal first: once Enqueue returns the job survives a crash. A
+	// small file's bytes go into its record (journal.go, "Small files"):
+	// one fsync, then a commit shared with whatever else the journal has
+	// to commit. Otherwise the staging file's fsync and the record's run at
+	// once (one device flush can serve both); the record is renamed into
+	// place only once both hold, so a record never names bytes that are not
+	// on disk. A stream's record (which names the staging file since it
+	// registered) becomes the job once the bytes are synced.
 	nj := s.handOff(j, size)
-	if nj != nil {
-		if e := <-serr; e != nil {
+	var inline []byte
+	if nj == nil && size <= InlineMax {
+		inline, _ = readInline(j.Staging, size) // on error: the normal way
+	}
+	newJob := func() *job {
+		return &job{rec: record{
+			Format: recordFormat,
+			ID:     uuid.NewString(),
+			Seq:    seq,
+			Job:    j,
+			State:  StatePending,
+			Size:   size,
+			Queued: time.Now(),
+		}}
+	}
+	switch {
+	case inline != nil:
+		nj = newJob()
+		nj.inline = true
+		rec := nj.rec
+		rec.Inline, rec.Format = inline, formatInline
+		err := createRecord(q.cfg.Dir, &rec)
+		if err == nil {
+			crashPoint("enqueue-renamed")
+			if err = q.journal.commit(); err != nil {
+				dropRecord(q.cfg.Dir, nj.rec.ID)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	case nj != nil:
+		if e := syncFile(j.Staging); e != nil {
 			s.Break("staging: " + e.Error())
 			return fmt.Errorf("writeback: staging: %w", e)
 		}
@@ -388,16 +418,10 @@ func (q *Queue) Enqueue(j Job) error {
 			s.Break("journal: " + err.Error())
 			return err
 		}
-	} else {
-		nj = &job{rec: record{
-			Format: recordFormat,
-			ID:     uuid.NewString(),
-			Seq:    seq,
-			Job:    j,
-			State:  StatePending,
-			Size:   size,
-			Queued: time.Now(),
-		}}
+	default:
+		serr := make(chan error, 1)
+		go func() { serr <- syncFile(j.Staging) }()
+		nj = newJob()
 		tmp, err := prepareRecord(q.cfg.Dir, &nj.rec)
 		if e := <-serr; e != nil {
 			if err == nil {
@@ -471,7 +495,7 @@ func (q *Queue) Take(key string) (Job, bool) {
 	q.setListLocked(key, list[:len(list)-1])
 	prev := q.popHeldLocked(key)
 	q.held[key] = j
-	streamed := j.fresh
+	streamed, inline := j.fresh, j.inline
 	var st *Stream
 	if streamed {
 		st = j.abandonLocked() // the caller writes the file again
@@ -484,6 +508,18 @@ func (q *Queue) Take(key string) (Job, bool) {
 	if streamed {
 		st.abandon()
 		q.persist(j) // before the caller writes: a crash must not reuse its blocks
+	}
+	if inline {
+		// The caller writes the staging file again: its bytes as queued
+		// must be on disk before the record stops carrying them (a crash
+		// meanwhile publishes the file as it is then, see above).
+		if err := syncFile(j.rec.Job.Staging); err != nil {
+			q.logJob(j.rec.Job).WithError(err).Warn("writeback: cannot sync a taken-back staging file")
+		}
+		q.mu.Lock()
+		j.inline = false
+		q.mu.Unlock()
+		q.persist(j)
 	}
 	return j.rec.Job, true
 }
