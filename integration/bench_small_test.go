@@ -135,3 +135,79 @@ func benchSmallFiles(b *testing.B, link emulator.Link, files, size int) {
 	b.Logf("%d × %d B: until published %.0f files/s (ratio %.2f), until cp returns %.0f files/s (ratio %.2f); direct Publish ×%d %.0f files/s",
 		files, size, fAll, rAll, fCp, rCp, writebackTransfers, fDirect)
 }
+
+// BenchmarkSmallFilesClose isolates what a small file costs the writer:
+// `cp -r` of the same folders into a mount whose publishing is held back
+// (write-back delay of an hour, so nothing competes with the closes), and,
+// as the baseline in the same run, into a folder on the local disk that
+// holds the mount's cache, each file then fsynced and its folder too (what
+// the close promise costs on that disk, without FUSE). The ratio is local
+// time / mount time; "cp-files/s" is the rate the close path allows before
+// any publishing, the ceiling of BenchmarkSmallFiles on this machine.
+func BenchmarkSmallFilesClose(b *testing.B) {
+	requireFUSE(b)
+	if _, err := exec.LookPath("cp"); err != nil {
+		b.Skip("no cp")
+	}
+	for _, s := range smallSets {
+		b.Run(s.name, func(b *testing.B) {
+			ts := emulator.NewTestServer(b, emulator.Options{})
+			cacheDir := b.TempDir()
+			m := mountOn(b, ts, mountOpts{cacheDir: cacheDir, writeBackDelay: time.Hour})
+			src := filepath.Join(b.TempDir(), "src")
+			if err := os.Mkdir(src, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			for i := range s.files {
+				body := randomBytes(int64(9000+i), s.size)
+				if err := os.WriteFile(filepath.Join(src, fmt.Sprintf("f%05d.bin", i)), body, 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var tLocal, tMount time.Duration
+			iters := 0
+			for b.Loop() {
+				iters++
+				local := filepath.Join(cacheDir, fmt.Sprintf("local-%d", iters))
+				syncDisks()
+				tLocal += timed(func() {
+					if out, err := exec.Command("cp", "-r", src, local).CombinedOutput(); err != nil {
+						b.Fatalf("cp -r: %v: %s", err, out)
+					}
+					ents, err := os.ReadDir(local)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, e := range ents {
+						syncPath(b, filepath.Join(local, e.Name()))
+					}
+					syncPath(b, local)
+				})
+				syncDisks()
+				tMount += timed(func() {
+					if out, err := exec.Command("cp", "-r", src, m.path(fmt.Sprintf("held-%d", iters))).CombinedOutput(); err != nil {
+						b.Fatalf("cp -r: %v: %s", err, out)
+					}
+				})
+			}
+			n := float64(s.files * iters)
+			b.ReportMetric(n/tMount.Seconds(), "cp-files/s")
+			b.ReportMetric(n/tLocal.Seconds(), "local-files/s")
+			b.ReportMetric(tLocal.Seconds()/tMount.Seconds(), "ratio")
+			b.Logf("%d × %d B: cp -r into the mount (publishing held back) %.0f files/s; local cp -r + fsync of each file %.0f files/s (ratio %.2f)",
+				s.files, s.size, n/tMount.Seconds(), n/tLocal.Seconds(), tLocal.Seconds()/tMount.Seconds())
+		})
+	}
+}
+
+// syncPath fsyncs the file or folder at p.
+func syncPath(tb testing.TB, p string) {
+	f, err := os.Open(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		tb.Fatal(err)
+	}
+}
