@@ -86,7 +86,7 @@ const (
 )
 
 // InlineMax is the largest file whose bytes Enqueue journals inside its
-// record (see journal.go's "Small files").
+// record (see "Small files" at the top of this file).
 const InlineMax = 64 << 10
 
 const (

@@ -80,9 +80,11 @@
 //
 // Enqueue returns once the staging file and the job's record are fsynced
 // and the record's name is committed (fsync of the journal directory): the
-// close promise. The two fsyncs run at once, and the directory sync is a
-// group commit shared by every Enqueue and worker that changed the journal
-// before it started (journal.go), so closes that arrive together share it.
+// close promise. The two fsyncs run at once; a file of up to InlineMax bytes
+// travels inside its record instead, and its staging file is not synced
+// (journal.go, "Small files"). The directory sync is a group commit shared
+// by every Enqueue and worker that changed the journal before it started
+// (journal.go), so closes that arrive together share it.
 // A worker journals the registered ticket durably (before any byte is sent);
 // the published state and the removal of a finished job's record are not
 // committed, because a restart that finds the registered record instead
