@@ -70,8 +70,8 @@ func (q *Queue) schedule() {
 }
 
 // insertOldest adds j to due, kept sorted oldest first (due time, then
-// Seq) and at most max long.
-func insertOldest(due []*job, j *job, max int) []*job {
+// Seq) and at most limit long.
+func insertOldest(due []*job, j *job, limit int) []*job {
 	older := func(a, b *job) bool {
 		if !a.due.Equal(b.due) {
 			return a.due.Before(b.due)
@@ -82,10 +82,10 @@ func insertOldest(due []*job, j *job, max int) []*job {
 	for i > 0 && older(j, due[i-1]) {
 		i--
 	}
-	if i >= max {
+	if i >= limit {
 		return due
 	}
-	if len(due) < max {
+	if len(due) < limit {
 		due = append(due, nil)
 	}
 	copy(due[i+1:], due[i:len(due)-1])
