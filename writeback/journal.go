@@ -64,6 +64,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -147,6 +148,9 @@ type record struct {
 	// the record so that the staging file itself need not be synced. Only
 	// in the file; jobs in memory re-read them when rewriting the record.
 	Inline []byte `json:"inline,omitempty"`
+	// What New keeps of Inline (loadRecords drops the bytes).
+	inlineLen int
+	inlineCRC uint32
 }
 
 func recordPath(dir, id string) string { return filepath.Join(dir, id+recordExt) }
@@ -242,18 +246,31 @@ func readInline(path string, size int64) ([]byte, error) {
 	return b, nil
 }
 
-// restoreInline makes r's staging file hold r.Inline again (durably) if it
-// does not: a power cut may lose a staging file that was never synced, but
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// restoreInline makes r's staging file hold its record's bytes again
+// (durably) if it does not: a power cut may lose a staging file that was never synced, but
 // its record kept the bytes. It reports whether it rewrote the file.
-func restoreInline(r *record) (bool, error) {
-	if b, err := os.ReadFile(r.Job.Staging); err == nil && bytes.Equal(b, r.Inline) {
+// loadRecords kept only the bytes' length and checksum (a journal of many
+// small files is not held in memory at once); the record is read again
+// when the file must be rewritten.
+func restoreInline(dir string, r *record) (bool, error) {
+	if b, err := os.ReadFile(r.Job.Staging); err == nil && len(b) == r.inlineLen && crc32.Checksum(b, castagnoli) == r.inlineCRC {
 		return false, nil
+	}
+	raw, err := os.ReadFile(recordPath(dir, r.ID))
+	if err != nil {
+		return false, err
+	}
+	var full record
+	if err := json.Unmarshal(raw, &full); err != nil {
+		return false, err
 	}
 	f, err := os.OpenFile(r.Job.Staging, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return false, err
 	}
-	_, err = f.Write(r.Inline)
+	_, err = f.Write(full.Inline)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -399,6 +416,10 @@ func loadRecords(dir string) (recs []*record, bad []string, err error) {
 			// written by a newer evofs: leave it for that version
 			bad = append(bad, name+" (newer record format; kept)")
 			continue
+		}
+		if r.Format == formatInline {
+			r.inlineLen, r.inlineCRC = len(r.Inline), crc32.Checksum(r.Inline, castagnoli)
+			r.Inline = nil
 		}
 		recs = append(recs, r)
 	}

@@ -339,10 +339,9 @@ func (q *Queue) load() error {
 		if r.State == StateUploading || r.State == "" || r.State == StatePublished && r.Meta == nil {
 			r.State = StatePending
 		}
-		j := &job{rec: *r, due: now, inline: r.Format == formatInline} // Inline is nil for an empty file
-		j.rec.Inline = nil                                             // kept in the file only
+		j := &job{rec: *r, due: now, inline: r.Format == formatInline} // its bytes stay in the file
 		if j.inline && newest[r.Job.Staging] == r {                    // an older job's bytes never win
-			if fixed, err := restoreInline(r); err != nil {
+			if fixed, err := restoreInline(q.cfg.Dir, r); err != nil {
 				q.logJob(r.Job).WithError(err).Error("writeback: cannot restore the staging file from its journal record")
 			} else if fixed {
 				q.logJob(r.Job).Warn("writeback: staging file restored from its journal record (lost in a crash)")
