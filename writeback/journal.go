@@ -249,11 +249,11 @@ func readInline(path string, size int64) ([]byte, error) {
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // restoreInline makes r's staging file hold its record's bytes again
-// (durably) if it does not: a power cut may lose a staging file that was never synced, but
-// its record kept the bytes. It reports whether it rewrote the file.
-// loadRecords kept only the bytes' length and checksum (a journal of many
-// small files is not held in memory at once); the record is read again
-// when the file must be rewritten.
+// (durably) if it does not: a power cut may lose a staging file that was
+// never synced, but its record kept the bytes. loadRecords kept only their
+// length and checksum (a journal of many small files is not held in memory
+// at once), so the record is read again when the file must be rewritten.
+// It reports whether it rewrote the file.
 func restoreInline(dir string, r *record) (bool, error) {
 	if b, err := os.ReadFile(r.Job.Staging); err == nil && len(b) == r.inlineLen && crc32.Checksum(b, castagnoli) == r.inlineCRC {
 		return false, nil
